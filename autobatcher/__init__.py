@@ -1,0 +1,68 @@
+"""autobatcher: keep your ``AsyncOpenAI`` code, pay Batch API prices.
+
+``await client.chat.completions.create(...)`` calls are collected into Batch API jobs
+(JSONL upload, batch creation, polling, result download) and each caller gets back its own
+response object or typed error. Works identically on asyncio and trio.
+"""
+
+from ._config import BatcherConfig
+from ._errors import (
+    APIConnectionError,
+    APIError,
+    APIStatusError,
+    APITimeoutError,
+    AuthenticationError,
+    AutobatcherError,
+    BadRequestError,
+    BatchCancelledError,
+    BatchError,
+    BatchExpiredError,
+    BatchFailedError,
+    BatchLostError,
+    BatchRequestError,
+    ClientClosedError,
+    ConflictError,
+    InternalServerError,
+    MissingResultError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    RequestTooLargeError,
+    UnprocessableEntityError,
+    UnsupportedParameterError,
+)
+from ._events import BatchEvent
+from ._facade import BatchOpenAI, RawResponse, open_batcher
+from ._version import __version__
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AuthenticationError",
+    "AutobatcherError",
+    "BadRequestError",
+    "BatchCancelledError",
+    "BatchError",
+    "BatchEvent",
+    "BatchExpiredError",
+    "BatchFailedError",
+    "BatchLostError",
+    "BatchOpenAI",
+    "BatchRequestError",
+    "BatcherConfig",
+    "ClientClosedError",
+    "ConflictError",
+    "InternalServerError",
+    "MissingResultError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "RawResponse",
+    "RequestTooLargeError",
+    "UnprocessableEntityError",
+    "UnsupportedParameterError",
+    "__version__",
+    "open_batcher",
+]

@@ -1,0 +1,133 @@
+"""One frozen configuration record, validated at construction."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import httpx
+
+if TYPE_CHECKING:
+    from ._events import BatchEvent
+
+__all__ = ["DEFAULT_BASE_URL", "BatcherConfig"]
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+#: OpenAI's hard limits for one batch input file.
+MAX_LINES_UPSTREAM = 50_000
+MAX_BYTES_UPSTREAM = 200 * 1024 * 1024
+MAX_EMBEDDING_INPUTS_UPSTREAM = 50_000
+
+#: Our default byte cap keeps a margin under the upstream 200 MB for the multipart envelope
+#: and for servers that count megabytes in powers of ten.
+DEFAULT_MAX_BATCH_BYTES = 180 * 1000 * 1000
+
+
+def _positive(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if isinstance(value, bool) or not value > 0:
+        raise ValueError(f"{attribute.name} must be > 0, got {value!r}")
+
+
+def _non_negative(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if isinstance(value, bool) or not value >= 0:
+        raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")
+
+
+def _optional_positive(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None:
+        _positive(instance, attribute, value)
+
+
+def _int_at_most(limit: int) -> Callable[[object, attrs.Attribute[Any], int], None]:
+    def check(instance: object, attribute: attrs.Attribute[Any], value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{attribute.name} must be an int, got {type(value).__name__}")
+        if not 1 <= value <= limit:
+            raise ValueError(f"{attribute.name} must be between 1 and {limit}, got {value}")
+
+    return check
+
+
+def _metadata(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is None:
+        return
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{attribute.name} must be a mapping of str to str")
+    # OpenAI: at most 16 pairs, keys <= 64 chars, values <= 512 chars. We use one pair ourselves.
+    if len(value) > 15:
+        raise ValueError(f"{attribute.name} may hold at most 15 pairs (one is reserved)")
+    for key, item in value.items():
+        if not isinstance(key, str) or not isinstance(item, str):
+            raise TypeError(f"{attribute.name} must map str to str, got {key!r}: {item!r}")
+        if len(key) > 64 or len(item) > 512:
+            raise ValueError(f"{attribute.name}: keys <= 64 chars and values <= 512 chars")
+        if key.startswith("autobatcher"):
+            raise ValueError(f"{attribute.name}: keys starting with 'autobatcher' are reserved")
+
+
+def _timeout(value: float | httpx.Timeout | None) -> httpx.Timeout:
+    if isinstance(value, httpx.Timeout):
+        return value
+    if value is None:
+        return httpx.Timeout(600.0, connect=5.0)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ValueError(f"timeout must be a positive number or httpx.Timeout, got {value!r}")
+    return httpx.Timeout(float(value), connect=min(5.0, float(value)))
+
+
+def _base_url(value: str | None) -> str:
+    url = value or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"base_url must start with http:// or https://, got {url!r}")
+    return url.rstrip("/")
+
+
+@attrs.frozen(kw_only=True)
+class BatcherConfig:
+    """Everything a batcher needs to know; built once, never changed.
+
+    ``api_key`` and ``base_url`` fall back to ``OPENAI_API_KEY`` / ``OPENAI_BASE_URL``.
+    """
+
+    api_key: str | None = attrs.field(default=None, repr=False)
+    base_url: str = attrs.field(default=None, converter=_base_url)
+    organization: str | None = None
+    project: str | None = None
+    default_headers: Mapping[str, str] = attrs.field(factory=dict, repr=False)
+    timeout: httpx.Timeout = attrs.field(default=None, converter=_timeout)
+    max_retries: int = attrs.field(default=2, validator=_non_negative)
+
+    batch_size: int = attrs.field(default=100, validator=_int_at_most(MAX_LINES_UPSTREAM))
+    batch_window_seconds: float = attrs.field(default=1.0, validator=_non_negative)
+    poll_interval_seconds: float = attrs.field(default=5.0, validator=_positive)
+    completion_window: str = "24h"
+    batch_metadata: Mapping[str, str] | None = attrs.field(default=None, validator=_metadata)
+    max_batch_bytes: int = attrs.field(
+        default=DEFAULT_MAX_BATCH_BYTES, validator=_int_at_most(MAX_BYTES_UPSTREAM)
+    )
+    max_batch_lines: int = attrs.field(
+        default=MAX_LINES_UPSTREAM, validator=_int_at_most(MAX_LINES_UPSTREAM)
+    )
+    max_embedding_inputs: int = attrs.field(
+        default=MAX_EMBEDDING_INPUTS_UPSTREAM,
+        validator=_int_at_most(MAX_EMBEDDING_INPUTS_UPSTREAM),
+    )
+    max_batches_in_flight: int | None = attrs.field(default=None, validator=_optional_positive)
+    max_queued_requests: int = attrs.field(default=100_000, validator=_positive)
+    poll_error_budget_seconds: float = attrs.field(default=600.0, validator=_positive)
+    cancel_abandoned_batches: bool = True
+    cancel_batches_on_exit: bool = True
+    shutdown_timeout_seconds: float = attrs.field(default=10.0, validator=_positive)
+    fetch_partial_results: bool = True
+    event_hook: Callable[[BatchEvent], object] | None = attrs.field(default=None, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        if self.api_key is None:
+            object.__setattr__(self, "api_key", os.environ.get("OPENAI_API_KEY"))
+        if not isinstance(self.completion_window, str) or not self.completion_window:
+            raise ValueError("completion_window must be a non-empty string such as '24h'")
+        if self.event_hook is not None and not callable(self.event_hook):
+            raise TypeError("event_hook must be callable")

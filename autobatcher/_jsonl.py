@@ -1,0 +1,122 @@
+"""Encoding request lines (in the caller's task) and reading result lines."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from ._errors import (
+    APIError,
+    BatchCancelledError,
+    BatchError,
+    BatchExpiredError,
+    BatchRequestError,
+    make_status_error,
+)
+
+__all__ = ["decode_result", "encode_line", "extract_custom_id"]
+
+T = TypeVar("T")
+
+_encode_body = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+_CUSTOM_ID_KEY = b'"custom_id"'
+
+
+def encode_line(custom_id: str, url: str, body: Mapping[str, Any]) -> bytes:
+    """The JSONL line for one request, newline included.
+
+    ``custom_id`` and ``url`` are ours (plain ASCII, nothing to escape), so only the body goes
+    through the JSON encoder. Anything JSON cannot represent (objects, NaN, cycles) raises
+    ``TypeError`` here, in the caller's task, before any other request can be affected.
+    """
+    try:
+        text = _encode_body(body)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"request body cannot be encoded as JSON: {exc}") from exc
+    return f'{{"custom_id":"{custom_id}","method":"POST","url":"{url}","body":{text}}}\n'.encode()
+
+
+def extract_custom_id(line: bytes) -> str | None:
+    """Read a result line's ``custom_id`` without parsing the whole body.
+
+    Fast path: the first ``"custom_id"`` key comes before any nested object (true for every
+    server we know, which put ``id`` and ``custom_id`` first). Otherwise parse the line fully.
+    """
+    at = line.find(_CUSTOM_ID_KEY)
+    if at > 0 and line.find(b"{", 1, at) < 0:
+        colon = at + len(_CUSTOM_ID_KEY)
+        start = line.find(b'"', colon)
+        if start > 0 and line[colon:start].strip() == b":":
+            end = line.find(b'"', start + 1)
+            value = line[start + 1 : end]
+            if end > 0 and b"\\" not in value:
+                return value.decode()
+    try:
+        parsed = json.loads(line)
+    except ValueError:
+        return None
+    custom_id = parsed.get("custom_id") if isinstance(parsed, dict) else None
+    return custom_id if isinstance(custom_id, str) else None
+
+
+def decode_result(
+    line: bytes,
+    build: Callable[[Mapping[str, Any]], T],
+    *,
+    custom_id: str,
+    batch_id: str | None,
+) -> T:
+    """Turn one output/error-file line into the caller's model, or raise its typed error.
+
+    Every line is judged on its own ``response.status_code``, whichever file it came from.
+    """
+    try:
+        parsed = json.loads(line)
+    except ValueError as exc:
+        raise APIError(
+            f"the batch returned an unreadable result line: {line[:200]!r}",
+            custom_id=custom_id,
+            batch_id=batch_id,
+        ) from exc
+    if not isinstance(parsed, dict):
+        raise APIError("the batch returned a result line that is not an object", batch_id=batch_id)
+    response = parsed.get("response")
+    if isinstance(response, dict):
+        status = response.get("status_code")
+        body = response.get("body")
+        if isinstance(body, str):
+            # Some servers send the body as JSON text; a plain string stays a string.
+            try:
+                body = json.loads(body)
+            except ValueError:
+                pass
+        request_id = response.get("request_id")
+        if isinstance(status, int) and 200 <= status < 300 and isinstance(body, dict):
+            return build(body)
+        if isinstance(status, int) and status >= 300:
+            raise make_status_error(
+                status,
+                body,
+                request_id=request_id if isinstance(request_id, str) else None,
+                custom_id=custom_id,
+                batch_id=batch_id,
+            )
+    error = parsed.get("error")
+    if isinstance(error, dict):
+        code = error.get("code")
+        message = error.get("message")
+        code_text = code if isinstance(code, str) else None
+        text = message if isinstance(message, str) and message else f"request failed: {code}"
+        cls: type[BatchError] = BatchRequestError
+        if code_text == "batch_expired":
+            cls = BatchExpiredError
+        elif code_text == "batch_cancelled":
+            cls = BatchCancelledError
+        raise cls(text, code=code_text, custom_id=custom_id, batch_id=batch_id, body=error)
+    raise APIError(
+        f"the batch returned a result line with neither a usable response nor an error: "
+        f"{line[:200]!r}",
+        custom_id=custom_id,
+        batch_id=batch_id,
+    )
