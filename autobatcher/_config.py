@@ -117,7 +117,7 @@ class BatcherConfig:
     )
     max_batches_in_flight: int | None = attrs.field(default=None, validator=_optional_positive)
     max_queued_requests: int = attrs.field(default=100_000, validator=_positive)
-    poll_error_budget_seconds: float = attrs.field(default=600.0, validator=_positive)
+    job_error_budget_seconds: float = attrs.field(default=600.0, validator=_positive)
     cancel_abandoned_batches: bool = True
     cancel_batches_on_exit: bool = True
     shutdown_timeout_seconds: float = attrs.field(default=10.0, validator=_positive)

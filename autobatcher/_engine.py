@@ -27,6 +27,7 @@ from __future__ import annotations
 import enum
 import logging
 import math
+import random
 import secrets
 import time
 from collections import deque
@@ -38,7 +39,9 @@ import attrs
 
 from ._config import BatcherConfig
 from ._errors import (
+    APIConnectionError,
     APIError,
+    APIStatusError,
     BatchCancelledError,
     BatchExpiredError,
     BatchFailedError,
@@ -135,7 +138,7 @@ class Job:
     partial: bool = False
     abandoned: bool = False
     cancel_sent: bool = False
-    poll_errors_since: float | None = None
+    poll_trouble_since: float | None = None
     idle_scope: anyio.CancelScope | None = None
     running: bool = False
 
@@ -406,21 +409,20 @@ class Engine:
 
     async def _run_job(self, job: Job) -> None:
         try:
-            await self._advance(job)
+            await self._advance_patiently(job)
         except _Stop:
             pass
         except anyio.get_cancelled_exc_class():
-            # The driver was cancelled mid-call: the next driver must check before re-sending.
+            # The driver was cancelled mid-call; the job's unsure flags are already set, so
+            # the next driver looks the file or batch up before sending anything again.
             if job.phase == Phase.UPLOADING:
                 job.phase = Phase.QUEUED
-                job.upload_unsure = True
-            elif job.phase == Phase.UPLOADED:
-                job.create_unsure = True
             raise
         except Exception as exc:
             logger.exception("batch job %s failed unexpectedly", job.key)
             error = exc if isinstance(exc, APIError) else APIError(f"internal error: {exc!r}")
-            self._settle_all(job, lambda _cid: error)
+            batch_id = job.batch_id
+            self._settle_all(job, lambda cid: _error_for_request(error, cid, batch_id))
             self._finish(job)
         finally:
             job.running = False
@@ -428,6 +430,35 @@ class Engine:
             if job.phase != Phase.DONE and job.key in self._jobs:
                 self._runnable.append(job)
             self._poke()
+
+    async def _advance_patiently(self, job: Job) -> None:
+        """Advance the job; transient failures of a step are retried within the error budget.
+
+        A single HTTP call gives up after ``max_retries``; a batch job lives for hours, so the
+        step is tried again (from the phase it reached) until ``job_error_budget_seconds`` of
+        consecutive trouble. Non-transient errors (4xx) fail the job's requests at once.
+        """
+        failures = 0
+        trouble_since: float | None = None
+        while True:
+            try:
+                await self._advance(job)
+            except APIError as exc:
+                if job.phase == Phase.UPLOADING:
+                    job.phase = Phase.QUEUED
+                now = time.monotonic()
+                if trouble_since is None:
+                    trouble_since = now
+                if not is_transient(exc) or (
+                    now - trouble_since > self.config.job_error_budget_seconds
+                ):
+                    raise
+                delay = min(0.5 * 2.0**failures, 30.0) * (0.75 + 0.25 * random.random())
+                failures += 1
+                logger.info("batch job %s: %s; trying again in %.2fs", job.key, exc, delay)
+                await self._idle(job, delay)
+            else:
+                return
 
     async def _advance(self, job: Job) -> None:
         wire = self.wire
@@ -445,9 +476,10 @@ class Engine:
             async def find_file() -> dict[str, Any] | None:
                 return await wire.find_file(filename, nbytes)
 
-            uploaded = None
-            if job.upload_unsure:
-                uploaded = await find_file()
+            uploaded = await find_file() if job.upload_unsure else None
+            # Pessimistic until the answer is in hand: a failure or cancellation from here on
+            # leaves the job unsure, and the next attempt looks before uploading again.
+            job.upload_unsure = True
             if uploaded is None:
                 uploaded = await wire.upload_batch_file(
                     filename, lines, nbytes, reconcile=find_file
@@ -482,6 +514,7 @@ class Engine:
             if not job.created_wall:
                 job.created_wall = time.time()
             batch = await find_batch() if job.create_unsure else None
+            job.create_unsure = True  # see upload: unsure until the batch id is in hand
             if batch is None:
                 batch = await wire.call_json(
                     "POST", "batches", json_body=body, reconcile=find_batch, what="create batch"
@@ -563,18 +596,18 @@ class Engine:
                 job.batch = await self.wire.call_json(
                     "GET", f"batches/{job.batch_id}", what="retrieve batch"
                 )
-                job.poll_errors_since = None
+                job.poll_trouble_since = None
             except NotFoundError as exc:
                 self._lose(job, f"the batch disappeared while running: {exc.message}")
                 return
             except APIError as exc:
                 now = time.monotonic()
-                if job.poll_errors_since is None:
-                    job.poll_errors_since = now
-                if now - job.poll_errors_since > config.poll_error_budget_seconds:
+                if job.poll_trouble_since is None:
+                    job.poll_trouble_since = now
+                if now - job.poll_trouble_since > config.job_error_budget_seconds:
                     self._lose(
                         job,
-                        f"gave up polling after {config.poll_error_budget_seconds:.0f}s of "
+                        f"gave up polling after {config.job_error_budget_seconds:g}s of "
                         f"errors: {exc}",
                     )
                     return
@@ -858,6 +891,26 @@ class _Gone(Exception):
 
 
 _GONE = _Gone()
+
+
+def _error_for_request(error: APIError, custom_id: str, batch_id: str | None) -> APIError:
+    """A copy of a job-wide error for one caller, so no two callers share (and mutate) it."""
+    own = type(error).__new__(type(error))
+    own.__dict__.update(error.__dict__)
+    own.args = error.args
+    own.custom_id = custom_id
+    own.batch_id = own.batch_id or batch_id
+    own.__cause__ = error.__cause__
+    return own
+
+
+def is_transient(error: APIError) -> bool:
+    """Worth trying again later: connection trouble, timeouts, 408/409/429 and 5xx."""
+    if isinstance(error, APIConnectionError):
+        return True
+    if isinstance(error, APIStatusError) and error.custom_id is None:
+        return error.status_code in (408, 409, 429) or error.status_code >= 500
+    return False
 
 
 def _counts_tuple(counts: object) -> tuple[object, ...]:

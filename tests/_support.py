@@ -40,9 +40,20 @@ class Recorder:
 
     def __init__(self) -> None:
         self.events: list[BatchEvent] = []
+        self._waiting: dict[str, anyio.Event] = {}
 
     def __call__(self, event: BatchEvent) -> None:
         self.events.append(event)
+        waiting = self._waiting.pop(event.kind, None)
+        if waiting is not None:
+            waiting.set()
+
+    async def wait_for(self, kind: str) -> BatchEvent:
+        """The first event of ``kind``, waiting for it if it has not happened yet."""
+        while not self.kinds(kind):
+            event = self._waiting.setdefault(kind, anyio.Event())
+            await event.wait()
+        return self.kinds(kind)[0]
 
     def kinds(self, kind: str) -> list[BatchEvent]:
         return [event for event in self.events if event.kind == kind]

@@ -226,7 +226,9 @@ async def test_failed_batch_gives_every_request_the_batch_errors() -> None:
 async def test_expired_batch_delivers_finished_results_and_expires_the_rest() -> None:
     options = {"lines_per_second": 20.0, "expire_after_seconds": 0.3}
     async with emulated(options, batch_size=40, batch_window_seconds=0.05) as (_server, client):
-        results = await gather(*[client.chat.completions.create(**chat(f"e{i}")) for i in range(40)])
+        results = await gather(
+            *[client.chat.completions.create(**chat(f"e{i}")) for i in range(40)]
+        )
     done = [r for r in results if isinstance(r, ChatCompletion)]
     expired = [r for r in results if isinstance(r, BatchExpiredError)]
     assert done and expired
@@ -240,8 +242,7 @@ async def test_cancelled_batch_delivers_finished_results_and_cancels_the_rest() 
     async with emulated(options, batch_size=60, event_hook=recorder) as (server, client):
 
         async def cancel_soon() -> None:
-            while not recorder.kinds("batch_submitted"):
-                await anyio.sleep(0.01)
+            await recorder.wait_for("batch_submitted")
             await anyio.sleep(0.4)
             batch_id = recorder.kinds("batch_submitted")[0].batch_id
             async with httpx.AsyncClient() as http:
@@ -298,7 +299,7 @@ async def test_unsupported_parameters_and_methods_fail_clearly() -> None:
             await client.chat.completions.create(**chat("s"), extra_query={"a": "b"})
         with pytest.raises(TypeError, match="model"):
             await client.chat.completions.create(messages=[])
-        with pytest.raises(AttributeError, match="chat.completions.parse"):
+        with pytest.raises(AttributeError, match=r"chat\.completions\.parse"):
             _ = client.chat.completions.parse
         with pytest.raises(AttributeError, match="files"):
             _ = client.files
@@ -306,7 +307,9 @@ async def test_unsupported_parameters_and_methods_fail_clearly() -> None:
             _ = client.embeddings.with_streaming_response
         # extra_body is merged into the line's body
         response = await client.chat.completions.create(
-            model="gpt-4o-mini", messages=[], extra_body={"messages": [{"role": "user", "content": "eb"}]}
+            model="gpt-4o-mini",
+            messages=[],
+            extra_body={"messages": [{"role": "user", "content": "eb"}]},
         )
         assert response.choices[0].message.content == "eb"
     assert server.emulator.stats().total_executions == 1
@@ -414,7 +417,9 @@ async def test_task_group_tier() -> None:
         client = BatchOpenAI(api_key=API_KEY, base_url=server.base_url, **FAST)
         async with anyio.create_task_group() as tg:
             await tg.start(client.run)
-            results = await gather(*[client.chat.completions.create(**chat(f"t{i}")) for i in range(5)])
+            results = await gather(
+                *[client.chat.completions.create(**chat(f"t{i}")) for i in range(5)]
+            )
             await client.close()
         assert [r.choices[0].message.content for r in results] == [f"t{i}" for i in range(5)]
 
