@@ -365,7 +365,7 @@ async def test_nothing_left_running_after_the_block_or_close() -> None:
     async with serve_emulator(api_key=API_KEY) as server:
         before = task_ids()
         async with open_batcher(api_key=API_KEY, base_url=server.base_url, **FAST) as client:
-            during = {task.name for task in anyio.get_running_tasks()}
+            during = {str(task.name) for task in anyio.get_running_tasks()}
             await client.chat.completions.create(**chat("one"))
         assert any("run" in name for name in during)  # the engine task did exist
         assert await leftover_tasks(before) == []
