@@ -24,6 +24,7 @@ Batching decisions (which lane, when to flush) are synchronous and I/O-free.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 import math
@@ -32,10 +33,11 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Protocol, Union
 
 import anyio
 import attrs
+import sniffio
 
 from ._config import BatcherConfig
 from ._errors import (
@@ -71,13 +73,50 @@ class Phase(enum.IntEnum):
     DONE = 5
 
 
-class _Waiter:
-    """Something a task waits for; its event may be replaced when it is appointed driver."""
+#: What a waiting task sleeps on. On asyncio a bare Future (0.2 µs, one object), elsewhere
+#: the backend's Event; ``anyio.Event`` costs ~1.7 µs and three objects on asyncio, which at
+#: tens of thousands of waiting requests is a measurable share of the client's CPU and GC.
+Signal = Union["asyncio.Future[None]", "_EventLike"]
 
-    __slots__ = ("event",)
+
+class _EventLike(Protocol):
+    def set(self) -> None: ...
+    async def wait(self) -> None: ...
+
+
+def new_signal() -> Signal:
+    library = sniffio.current_async_library()
+    if library == "asyncio":
+        return asyncio.get_running_loop().create_future()
+    if library == "trio":
+        import trio
+
+        return trio.Event()
+    return anyio.Event()
+
+
+def fire(signal: Signal) -> None:
+    if isinstance(signal, asyncio.Future):
+        if not signal.done():
+            signal.set_result(None)
+    else:
+        signal.set()
+
+
+async def wait_for(signal: Signal) -> None:
+    if isinstance(signal, asyncio.Future):
+        await signal
+    else:
+        await signal.wait()
+
+
+class _Waiter:
+    """Something a task waits for; its signal is replaced when it is appointed driver."""
+
+    __slots__ = ("signal",)
 
     def __init__(self) -> None:
-        self.event = anyio.Event()
+        self.signal = new_signal()
 
     def done(self) -> bool:
         raise NotImplementedError
@@ -287,7 +326,7 @@ class Engine:
     def _check_idle(self) -> None:
         if self.idle() and self._drain_waiters:
             for waiter in self._drain_waiters:
-                waiter.event.set()
+                fire(waiter.signal)
             self._drain_waiters.clear()
             self._poke()
 
@@ -297,7 +336,7 @@ class Engine:
         """Wait until ``waiter`` is done; standalone, drive the engine when it is our turn."""
         if not self.standalone:
             while not waiter.done():
-                await waiter.event.wait()
+                await wait_for(waiter.signal)
             return
         self._standalone_waiters[waiter] = None
         try:
@@ -311,10 +350,10 @@ class Engine:
                         if self._driver is waiter:
                             self._driver = None
                     continue
-                event = waiter.event
-                await event.wait()
-                if not waiter.done() and waiter.event is event:
-                    waiter.event = anyio.Event()
+                signal = waiter.signal
+                await wait_for(signal)
+                if not waiter.done() and waiter.signal is signal:
+                    waiter.signal = new_signal()
         finally:
             del self._standalone_waiters[waiter]
             if self._driver is waiter:  # appointed, but left before taking over
@@ -328,7 +367,7 @@ class Engine:
         for candidate in self._standalone_waiters:
             if not candidate.done():
                 self._driver = candidate
-                candidate.event.set()
+                fire(candidate.signal)
                 return
 
     def wake_driver_for(self, waiter: _Waiter) -> None:
@@ -662,7 +701,7 @@ class Engine:
             if slot is None:  # a caller that left, a duplicate line, or not ours
                 return
             slot.outcome = line
-            slot.event.set()
+            fire(slot.signal)
             if slot is self._driver:
                 self._poke()
 
@@ -775,7 +814,7 @@ class Engine:
             custom_id, slot = slots.popitem()
             slot.outcome = make_error(custom_id)
             slot.line = None
-            slot.event.set()
+            fire(slot.signal)
             if slot is self._driver:
                 self._poke()
 
@@ -869,7 +908,7 @@ class Engine:
             self._space.set()
         self._check_idle()
         for waiter in list(self._standalone_waiters):
-            waiter.event.set()
+            fire(waiter.signal)
 
     def pending_jobs(self) -> Iterable[Job]:
         return list(self._lanes.values()) + list(self._jobs.values())

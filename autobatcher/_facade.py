@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Any, Generic, TypeVar
@@ -35,6 +36,7 @@ from .types import (
 __all__ = ["BatchOpenAI", "RawResponse", "open_batcher"]
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 _CONFIG_FIELDS = frozenset(field.name for field in attrs.fields(BatcherConfig))
 
@@ -61,10 +63,13 @@ class _Endpoint(Generic[T]):
     name: str  # how users reach it, for messages
     build: Callable[[Mapping[str, Any]], T]
     model_required: bool = True
+    counts_inputs: bool = False  # embeddings: a batch holds at most 50,000 inputs
 
 
 _CHAT = _Endpoint("/v1/chat/completions", "chat.completions", ChatCompletion.from_dict)
-_EMBEDDINGS = _Endpoint("/v1/embeddings", "embeddings", CreateEmbeddingResponse.from_dict)
+_EMBEDDINGS = _Endpoint(
+    "/v1/embeddings", "embeddings", CreateEmbeddingResponse.from_dict, counts_inputs=True
+)
 _RESPONSES = _Endpoint("/v1/responses", "responses", Response.from_dict)
 _COMPLETIONS = _Endpoint("/v1/completions", "completions", Completion.from_dict)
 _MODERATIONS = _Endpoint(
@@ -91,8 +96,6 @@ def _not_batched(path: str, name: str) -> AttributeError:
 
 
 def _count_inputs(endpoint: _Endpoint[Any], body: Mapping[str, Any]) -> int:
-    if endpoint is not _EMBEDDINGS:
-        return 1
     value = body.get("input")
     if isinstance(value, list) and value and isinstance(value[0], str | list):
         return len(value)
@@ -100,13 +103,17 @@ def _count_inputs(endpoint: _Endpoint[Any], body: Mapping[str, Any]) -> int:
 
 
 class _Creator(Generic[T]):
-    """``create`` for one endpoint; also reachable as ``with_raw_response.create``."""
+    """``create`` for one endpoint.
+
+    ``create`` is a plain method returning the coroutine of :meth:`BatchOpenAI._answer`, so a
+    waiting request keeps exactly one coroutine frame of ours alive, not a stack of them.
+    """
 
     def __init__(self, client: BatchOpenAI, endpoint: _Endpoint[T]) -> None:
         self._client = client
         self._endpoint = endpoint
 
-    async def create(
+    def create(
         self,
         *,
         extra_headers: Mapping[str, str] | None = None,
@@ -114,10 +121,12 @@ class _Creator(Generic[T]):
         extra_body: Mapping[str, object] | None = None,
         timeout: float | None = None,
         **params: Any,
-    ) -> T:
-        slot, line = await self._client._submit(
-            self._endpoint, params, extra_headers, extra_query, extra_body, timeout
+    ) -> Coroutine[Any, Any, T]:
+        return self._client._answer(
+            self._endpoint, params, extra_headers, extra_query, extra_body, timeout, self._finish
         )
+
+    def _finish(self, slot: Slot, line: bytes) -> T:
         return decode_result(
             line, self._endpoint.build, custom_id=slot.custom_id, batch_id=slot.job.batch_id
         )
@@ -127,11 +136,13 @@ class _Creator(Generic[T]):
 
 
 class _RawCreator(Generic[T]):
+    """``with_raw_response.create``: the parsed model plus the line's headers and status."""
+
     def __init__(self, client: BatchOpenAI, endpoint: _Endpoint[T]) -> None:
         self._client = client
         self._endpoint = endpoint
 
-    async def create(
+    def create(
         self,
         *,
         extra_headers: Mapping[str, str] | None = None,
@@ -139,10 +150,12 @@ class _RawCreator(Generic[T]):
         extra_body: Mapping[str, object] | None = None,
         timeout: float | None = None,
         **params: Any,
-    ) -> RawResponse[T]:
-        slot, line = await self._client._submit(
-            self._endpoint, params, extra_headers, extra_query, extra_body, timeout
+    ) -> Coroutine[Any, Any, RawResponse[T]]:
+        return self._client._answer(
+            self._endpoint, params, extra_headers, extra_query, extra_body, timeout, self._finish
         )
+
+    def _finish(self, slot: Slot, line: bytes) -> RawResponse[T]:
         batch_id = slot.job.batch_id
         parsed = decode_result(
             line, self._endpoint.build, custom_id=slot.custom_id, batch_id=batch_id
@@ -385,7 +398,7 @@ class BatchOpenAI:
 
     # -- one request -------------------------------------------------------------------------
 
-    async def _submit(
+    def _encode(
         self,
         endpoint: _Endpoint[Any],
         params: dict[str, Any],
@@ -393,17 +406,20 @@ class BatchOpenAI:
         extra_query: Mapping[str, object] | None,
         extra_body: Mapping[str, object] | None,
         timeout: float | None,
-    ) -> tuple[Slot, bytes]:
+    ) -> tuple[str, str, bytes, int]:
+        """Validate one call and encode its JSONL line, in the caller's task: bad input fails
+        here, before anyone else's request is touched. Returns (model, custom_id, line, inputs).
+        """
         engine = self._engine
         if engine.closed_reason is not None:
             raise ClientClosedError(f"{engine.closed_reason}: it cannot take new requests")
-        if params.get("stream"):
-            raise UnsupportedParameterError(
-                f"{endpoint.name}.create(stream=True): batch APIs do not stream; "
-                "drop stream= and await the whole answer"
-            )
-        params.pop("stream", None)
-        params.pop("stream_options", None)
+        if "stream" in params or "stream_options" in params:
+            if params.pop("stream", None):
+                raise UnsupportedParameterError(
+                    f"{endpoint.name}.create(stream=True): batch APIs do not stream; "
+                    "drop stream= and await the whole answer"
+                )
+            params.pop("stream_options", None)
         if extra_headers:
             raise UnsupportedParameterError(
                 "extra_headers cannot be sent per request in a batch; set default_headers on "
@@ -433,14 +449,41 @@ class BatchOpenAI:
                 f"this request encodes to {len(line):,} bytes, more than a whole batch may hold "
                 f"(max_batch_bytes={self._config.max_batch_bytes:,})"
             )
-        inputs = _count_inputs(endpoint, params)
+        inputs = _count_inputs(endpoint, params) if endpoint.counts_inputs else 1
+        return model, custom_id, line, inputs
+
+    async def _answer(
+        self,
+        endpoint: _Endpoint[Any],
+        params: dict[str, Any],
+        extra_headers: Mapping[str, str] | None,
+        extra_query: Mapping[str, object] | None,
+        extra_body: Mapping[str, object] | None,
+        timeout: float | None,
+        finish: Callable[[Slot, bytes], R],
+    ) -> R:
+        """Submit one request, wait for its result line, and ``finish`` it (or raise its error).
+
+        The common case (run mode, no deadline) awaits the request's own signal right here:
+        no extra coroutine layers stay alive per waiting request.
+        """
+        model, custom_id, line, inputs = self._encode(
+            endpoint, params, extra_headers, extra_query, extra_body, timeout
+        )
         del params
+        engine = self._engine
         if not engine.has_room():
             await engine.wait_for_room()
         slot = engine.submit(endpoint.path, model, custom_id, line, inputs)
         del line
         try:
-            if timeout is None:
+            if timeout is None and not engine.standalone:
+                signal = slot.signal
+                if isinstance(signal, asyncio.Future):
+                    await signal
+                else:
+                    await signal.wait()
+            elif timeout is None:
                 await engine.wait(slot)
             else:
                 with anyio.fail_after(timeout):
@@ -458,8 +501,9 @@ class BatchOpenAI:
         outcome = slot.outcome
         if isinstance(outcome, BaseException):
             raise outcome
-        assert outcome is not None
-        return slot, outcome
+        if outcome is None:  # pragma: no cover - the engine fires a signal only with an outcome
+            raise ClientClosedError("internal error: woken without an answer")
+        return finish(slot, outcome)
 
 
 @asynccontextmanager
