@@ -474,3 +474,100 @@ def test_seed_defaults_and_key_never_in_repr(monkeypatch: pytest.MonkeyPatch) ->
     assert client.base_url == "https://api.openai.com/v1"
     assert "sk-secret-123" not in repr(client)
     assert "sk-secret-123" not in repr(config)
+
+
+async def test_embedding_inputs_cap_splits_batches() -> None:
+    recorder = Recorder()
+    async with emulated(event_hook=recorder, max_embedding_inputs=5, batch_window_seconds=0.2) as (
+        _server,
+        client,
+    ):
+        results = await gather(
+            *[
+                client.embeddings.create(model="e", input=[f"x{i}", f"y{i}", f"z{i}"])
+                for i in range(4)
+            ]
+        )
+    assert all(len(r.data) == 3 for r in results)
+    # 3 inputs per request and at most 5 per batch: one request per batch
+    assert [e.requests for e in recorder.kinds("batch_submitted")] == [1, 1, 1, 1]
+
+
+async def test_batches_in_flight_are_capped() -> None:
+    recorder = Recorder()
+    in_flight: list[int] = []
+    running = 0
+
+    def watch(event: autobatcher.BatchEvent) -> None:
+        nonlocal running
+        recorder(event)
+        if event.kind == "batch_submitted":
+            running += 1
+        elif event.kind == "batch_completed":
+            running -= 1
+        in_flight.append(running)
+
+    async with emulated(
+        {"lines_per_second": 100.0},
+        event_hook=watch,
+        batch_size=5,
+        max_batches_in_flight=1,
+    ) as (_server, client):
+        results = await gather(
+            *[client.chat.completions.create(**chat(f"f{i}")) for i in range(15)]
+        )
+    assert [r.choices[0].message.content for r in results] == [f"f{i}" for i in range(15)]
+    assert len(recorder.kinds("batch_submitted")) == 3
+    assert max(in_flight) == 1
+
+
+async def test_a_failed_batch_names_the_offending_request() -> None:
+    """Line numbers in ``errors.data`` map to the request on that line (1-based, file order).
+
+    Our client cannot be made to write an invalid line, so this drives the engine's
+    batch-failure routing directly with the server's error list.
+    """
+    from autobatcher._config import BatcherConfig
+    from autobatcher._engine import Engine, Phase
+    from autobatcher._wire import Wire
+
+    config = BatcherConfig(api_key="k", base_url="http://127.0.0.1:9/v1")
+    wire = Wire(config)
+    engine = Engine(config, wire)
+    slots = [engine.submit("/v1/chat/completions", "m", f"c{i}", b"{}\n", 1) for i in range(3)]
+    job = slots[0].job
+    engine.flush_all()
+    job.order = [slot.custom_id for slot in slots]
+    job.phase = Phase.SUBMITTED
+    job.batch_id = "batch_x"
+    errors = [{"code": "invalid_value", "message": "bad temperature", "param": "body", "line": 2}]
+    engine._fail_batch(job, {"errors": {"object": "list", "data": errors}})
+    first, second, third = (slot.outcome for slot in slots)
+    await wire.aclose()
+    assert isinstance(second, BatchFailedError)
+    assert second.line_error == errors[0]
+    assert "because of this request" in str(second)
+    assert second.custom_id == "c1"
+    for other in (first, third):
+        assert isinstance(other, BatchFailedError)
+        assert other.line_error is None
+        assert "bad temperature" in str(other)
+        assert other.errors == errors
+        assert other.batch_id == "batch_x"
+
+
+async def test_a_users_http_client_is_used_and_never_closed() -> None:
+    seen: list[str] = []
+
+    async def record(request: httpx.Request) -> None:
+        seen.append(f"{request.method} {request.url.path}")
+
+    async with serve_emulator(api_key=API_KEY) as server:
+        async with httpx.AsyncClient(event_hooks={"request": [record]}) as http:
+            async with open_batcher(
+                api_key=API_KEY, base_url=server.base_url, http_client=http, **FAST
+            ) as client:
+                await client.chat.completions.create(**chat("mine"))
+            assert not http.is_closed
+            assert "POST /v1/files" in seen
+            assert "POST /v1/batches" in seen

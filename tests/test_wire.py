@@ -154,3 +154,21 @@ def test_encoding_refuses_what_json_cannot_carry() -> None:
         encode_line("id-2", "/v1/embeddings", {"input": {1, 2}})
     with pytest.raises(TypeError):
         encode_line("id-3", "/v1/embeddings", {"input": float("inf")})
+
+
+async def test_identity_headers_are_sent_on_every_call() -> None:
+    seen: list[httpx.Request] = []
+    http = scripted([httpx.Response(200, json={"data": [], "has_more": False})], seen)
+    config = BatcherConfig(
+        api_key="sk-h",
+        base_url="http://127.0.0.1:1/v1",
+        organization="org-1",
+        project="proj-1",
+        default_headers={"X-Team": "evals"},
+    )
+    await Wire(config, http).call_json("GET", "batches")
+    headers = seen[0].headers
+    assert headers["openai-organization"] == "org-1"
+    assert headers["openai-project"] == "proj-1"
+    assert headers["x-team"] == "evals"
+    assert headers["user-agent"].startswith("autobatcher/")
