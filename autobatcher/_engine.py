@@ -24,7 +24,6 @@ Batching decisions (which lane, when to flush) are synchronous and I/O-free.
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import logging
 import math
@@ -33,11 +32,10 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol, Union
+from typing import Any
 
 import anyio
 import attrs
-import sniffio
 
 from ._config import BatcherConfig
 from ._errors import (
@@ -54,6 +52,7 @@ from ._errors import (
 )
 from ._events import BatchEvent, EventKind, emit
 from ._jsonl import extract_custom_id
+from ._signals import fire, new_signal, wait_for
 from ._wire import Wire
 
 __all__ = ["Engine", "Slot"]
@@ -71,43 +70,6 @@ class Phase(enum.IntEnum):
     UPLOADED = 3  # file_id known, batch not created
     SUBMITTED = 4  # batch_id known, polling
     DONE = 5
-
-
-#: What a waiting task sleeps on. On asyncio a bare Future (0.2 µs, one object), elsewhere
-#: the backend's Event; ``anyio.Event`` costs ~1.7 µs and three objects on asyncio, which at
-#: tens of thousands of waiting requests is a measurable share of the client's CPU and GC.
-Signal = Union["asyncio.Future[None]", "_EventLike"]
-
-
-class _EventLike(Protocol):
-    def set(self) -> None: ...
-    async def wait(self) -> None: ...
-
-
-def new_signal() -> Signal:
-    library = sniffio.current_async_library()
-    if library == "asyncio":
-        return asyncio.get_running_loop().create_future()
-    if library == "trio":
-        import trio
-
-        return trio.Event()
-    return anyio.Event()
-
-
-def fire(signal: Signal) -> None:
-    if isinstance(signal, asyncio.Future):
-        if not signal.done():
-            signal.set_result(None)
-    else:
-        signal.set()
-
-
-async def wait_for(signal: Signal) -> None:
-    if isinstance(signal, asyncio.Future):
-        await signal
-    else:
-        await signal.wait()
 
 
 class _Waiter:

@@ -1,0 +1,91 @@
+"""The one-shot wake-up a waiting request sleeps on: the cheapest one each backend offers.
+
+Tens of thousands of requests wait at once, so this is on the hot path. ``anyio.Event`` costs
+~1.7 µs and three objects on asyncio, and ``trio.Event`` a parking lot per request on trio;
+a request has exactly one waiter, so a bare ``asyncio.Future`` (asyncio) or a parked task
+(trio) does the same job for a fraction of the CPU and garbage-collector time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any, Protocol, Union
+
+import anyio
+import sniffio
+
+if TYPE_CHECKING:
+    import trio
+
+__all__ = ["Signal", "fire", "new_signal", "wait_for"]
+
+
+class _EventLike(Protocol):
+    def set(self) -> None: ...
+    async def wait(self) -> None: ...
+
+
+Signal = Union["asyncio.Future[None]", _EventLike]
+
+
+class _TrioSignal:
+    """A one-shot event for a single waiting trio task (what ``trio.Event`` is, minus the lot)."""
+
+    __slots__ = ("_is_set", "_task")
+
+    def __init__(self) -> None:
+        self._is_set = False
+        self._task: trio.lowlevel.Task | None = None
+
+    def set(self) -> None:
+        if self._is_set:
+            return
+        self._is_set = True
+        task = self._task
+        if task is not None:
+            self._task = None
+            _trio().lowlevel.reschedule(task)
+
+    def _abort(self, _raise_cancel: Any) -> Any:
+        self._task = None
+        return _trio().lowlevel.Abort.SUCCEEDED
+
+    async def wait(self) -> None:
+        lowlevel = _trio().lowlevel
+        if self._is_set:
+            await lowlevel.checkpoint()
+            return
+        if self._task is not None:
+            raise RuntimeError("a request's signal can have only one waiter")
+        self._task = lowlevel.current_task()
+        await lowlevel.wait_task_rescheduled(self._abort)
+
+
+def _trio() -> Any:
+    import trio
+
+    return trio
+
+
+def new_signal() -> Signal:
+    library = sniffio.current_async_library()
+    if library == "asyncio":
+        return asyncio.get_running_loop().create_future()
+    if library == "trio":
+        return _TrioSignal()
+    return anyio.Event()
+
+
+def fire(signal: Signal) -> None:
+    if isinstance(signal, asyncio.Future):
+        if not signal.done():
+            signal.set_result(None)
+    else:
+        signal.set()
+
+
+async def wait_for(signal: Signal) -> None:
+    if isinstance(signal, asyncio.Future):
+        await signal
+    else:
+        await signal.wait()
