@@ -165,7 +165,7 @@ class Engine:
         self._queued = 0  # requests not yet uploaded (lanes + queued jobs)
         self._space: anyio.Event | None = None
         self._wake: anyio.Event | None = None
-        self._running_jobs = 0
+        self._started: set[Job] = set()  # jobs whose task is running now
         self._stopping = False
         self._driver: object | None = None
         self._standalone_waiters: dict[_Waiter, None] = {}
@@ -365,7 +365,7 @@ class Engine:
                     self._wake = None
                 # graceful hand-over: interrupt sleeps; HTTP calls in flight finish first
                 self._stopping = True
-                for job in self._jobs.values():
+                for job in self._started:
                     self._interrupt(job)
         finally:
             self._tg = None
@@ -374,7 +374,7 @@ class Engine:
 
     def _can_start(self) -> bool:
         cap = self.config.max_batches_in_flight
-        return cap is None or self._running_jobs < cap
+        return cap is None or len(self._started) < cap
 
     def _start_runnable(self, tg: anyio.abc.TaskGroup) -> None:
         while self._runnable and self._can_start():
@@ -382,7 +382,7 @@ class Engine:
             if job.phase == Phase.DONE or job.running:
                 continue
             job.running = True
-            self._running_jobs += 1
+            self._started.add(job)
             tg.start_soon(self._run_job, job)
 
     def _interrupt(self, job: Job) -> None:
@@ -427,7 +427,7 @@ class Engine:
             self._finish(job)
         finally:
             job.running = False
-            self._running_jobs -= 1
+            self._started.discard(job)
             if job.phase != Phase.DONE and job.key in self._jobs:
                 self._runnable.append(job)
             self._poke()
@@ -830,6 +830,9 @@ class Engine:
         Runs shielded and bounded by ``shutdown_timeout_seconds``; safe under cancellation.
         """
         self.close(reason)
+        if self._tg is not None:
+            # stop every job task now (polls, downloads): nobody will read what they fetch
+            self._tg.cancel_scope.cancel()
         jobs = list(self._lanes.values()) + list(self._jobs.values())
         with anyio.move_on_after(self.config.shutdown_timeout_seconds, shield=True):
             if self.config.cancel_batches_on_exit:

@@ -637,3 +637,32 @@ async def test_soak_fifty_thousand_requests_under_faults() -> None:
     assert stats.duplicate_executions == 0
     assert stats.faults_injected > 0
     assert stats.batches_created == len(recorder.kinds("batch_submitted")) == 5
+
+
+async def test_cancelling_close_stops_at_once_instead_of_waiting_for_polls() -> None:
+    outcomes: list[BaseException] = []
+    async with serve_emulator(api_key=API_KEY, lines_per_second=1.0) as server:
+        client = BatchOpenAI(
+            api_key=API_KEY,
+            base_url=server.base_url,
+            batch_window_seconds=0.01,
+            poll_interval_seconds=3.0,  # a slow poll: close must not wait for it
+        )
+
+        async def ask() -> None:
+            try:
+                await client.chat.completions.create(**chat("pending"))
+            except ClientClosedError as exc:
+                outcomes.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            await tg.start(client.run)
+            tg.start_soon(ask)
+            await anyio.sleep(0.2)  # submitted, now polling every 3 s
+            started = anyio.current_time()
+            with anyio.move_on_after(0.1):
+                await client.close()
+            stopped_after = anyio.current_time() - started
+        await client.close()  # already closed: returns at once
+    assert len(outcomes) == 1
+    assert stopped_after < 2.0
