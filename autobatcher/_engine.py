@@ -31,7 +31,7 @@ import random
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -141,7 +141,6 @@ class Job:
     cancel_sent: bool = False
     poll_trouble_since: float | None = None
     idle_scope: anyio.CancelScope | None = None
-    running: bool = False
 
     @property
     def size(self) -> int:
@@ -332,10 +331,6 @@ class Engine:
                 fire(candidate.signal)
                 return
 
-    def wake_driver_for(self, waiter: _Waiter) -> None:
-        if waiter is self._driver:
-            self._poke()
-
     def _poke(self) -> None:
         if self._wake is not None:
             self._wake.set()
@@ -379,9 +374,8 @@ class Engine:
     def _start_runnable(self, tg: anyio.abc.TaskGroup) -> None:
         while self._runnable and self._can_start():
             job = self._runnable.popleft()
-            if job.phase == Phase.DONE or job.running:
+            if job.phase == Phase.DONE or job in self._started:
                 continue
-            job.running = True
             self._started.add(job)
             tg.start_soon(self._run_job, job)
 
@@ -426,7 +420,6 @@ class Engine:
             self._settle_all(job, lambda cid: _error_for_request(error, cid, batch_id))
             self._finish(job)
         finally:
-            job.running = False
             self._started.discard(job)
             if job.phase != Phase.DONE and job.key in self._jobs:
                 self._runnable.append(job)
@@ -874,9 +867,6 @@ class Engine:
         self._check_idle()
         for waiter in list(self._standalone_waiters):
             fire(waiter.signal)
-
-    def pending_jobs(self) -> Iterable[Job]:
-        return list(self._lanes.values()) + list(self._jobs.values())
 
 
 class _Room(_Waiter):
