@@ -90,7 +90,7 @@ class Slot(_Waiter):
     __slots__ = ("custom_id", "job", "line", "outcome")
 
     def __init__(self, custom_id: str, line: bytes, job: Job) -> None:
-        super().__init__()
+        self.signal = new_signal()  # (inlined _Waiter.__init__: this runs once per request)
         self.custom_id = custom_id
         self.line: bytes | None = line
         self.job = job

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -40,9 +41,12 @@ def encode_line(custom_id: str, url: str, body: Mapping[str, Any]) -> bytes:
 def extract_custom_id(line: bytes) -> str | None:
     """Read a result line's ``custom_id`` without parsing the whole body.
 
-    Fast path: the first ``"custom_id"`` key comes before any nested object (true for every
-    server we know, which put ``id`` and ``custom_id`` first). Otherwise parse the line fully.
+    Fastest path: the documented layout (``id`` then ``custom_id``). Next: the first
+    ``"custom_id"`` key comes before any nested object. Otherwise parse the line fully.
     """
+    match = _ID_PREFIX.match(line)
+    if match is not None:
+        return match.group(1).decode()
     at = line.find(_CUSTOM_ID_KEY)
     if at > 0 and line.find(b"{", 1, at) < 0:
         colon = at + len(_CUSTOM_ID_KEY)
@@ -60,6 +64,40 @@ def extract_custom_id(line: bytes) -> str | None:
     return custom_id if isinstance(custom_id, str) else None
 
 
+_raw_decode = json.JSONDecoder().raw_decode
+
+# The documented line layout, ``{"id": …, "custom_id": …, "response": {"status_code": …,
+# "request_id": …, "body": {…}}, "error": …}``, read by one anchored match. It is sound: the
+# strings it skips cannot hold an unescaped quote, so every key it names sits exactly where the
+# pattern says. Lines laid out otherwise take the general (full-parse) path.
+_ID_PREFIX = re.compile(rb'\{\s*"id"\s*:\s*"[^"\\]*"\s*,\s*"custom_id"\s*:\s*"([^"\\]*)"')
+_SUCCESS_PREFIX = re.compile(
+    r'\{\s*"id"\s*:\s*"[^"\\]*"\s*,\s*"custom_id"\s*:\s*"[^"\\]*"\s*,'
+    r'\s*"response"\s*:\s*\{\s*"status_code"\s*:\s*2\d\d\s*,'
+    r'\s*"request_id"\s*:\s*(?:"[^"\\]*"|null)\s*,\s*"body"\s*:\s*(?=\{)'
+)
+
+
+def _fast_success_body(line: bytes) -> dict[str, Any] | None:
+    """The body of a 2xx line in the documented layout, parsing the body alone.
+
+    ``None`` means "take the full path". A line is mostly its body: skipping ``json.loads``
+    of the envelope (and its bytes-to-text detection) saves about a quarter of the decoding.
+    """
+    try:
+        text = line.decode()
+    except UnicodeDecodeError:
+        return None
+    match = _SUCCESS_PREFIX.match(text)
+    if match is None:
+        return None
+    try:
+        body, _end = _raw_decode(text, match.end())
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
 def decode_result(
     line: bytes,
     build: Callable[[Mapping[str, Any]], T],
@@ -71,6 +109,9 @@ def decode_result(
 
     Every line is judged on its own ``response.status_code``, whichever file it came from.
     """
+    body = _fast_success_body(line)
+    if body is not None:
+        return build(body)
     try:
         parsed = json.loads(line)
     except ValueError as exc:

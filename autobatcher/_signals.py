@@ -68,6 +68,12 @@ def _trio() -> Any:
 
 
 def new_signal() -> Signal:
+    # sniffio's own answer, with its common asyncio case inlined: trio (and trio-asyncio
+    # tasks) mark themselves in the thread-local or the context variable checked first.
+    if sniffio.thread_local.name is None and sniffio.current_async_library_cvar.get() is None:
+        loop = asyncio._get_running_loop()
+        if loop is not None:
+            return loop.create_future()
     library = sniffio.current_async_library()
     if library == "asyncio":
         return asyncio.get_running_loop().create_future()

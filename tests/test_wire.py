@@ -20,6 +20,7 @@ from autobatcher import (
     BatchEvent,
     InternalServerError,
     NotFoundError,
+    RateLimitError,
 )
 from autobatcher._config import BatcherConfig
 from autobatcher._jsonl import decode_result, encode_line, extract_custom_id
@@ -172,3 +173,31 @@ async def test_identity_headers_are_sent_on_every_call() -> None:
     assert headers["openai-project"] == "proj-1"
     assert headers["x-team"] == "evals"
     assert headers["user-agent"].startswith("autobatcher/")
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        # the documented layout (fast path), compact and spaced
+        b'{"id":"r1","custom_id":"c","response":{"status_code":200,"request_id":"q",'
+        b'"body":{"a":[1,{"b":null}]}},"error":null}',
+        b'{"id": "r1", "custom_id": "c", "response": {"status_code": 201, "request_id": null,'
+        b' "body": {"a": [1, {"b": null}]}}, "error": null}',
+        # other layouts take the full parse and must agree
+        b'{"custom_id":"c","id":"r1","response":{"body":{"a":[1,{"b":null}]},"status_code":200}}',
+        b'{"id":"r1","custom_id":"c","response":{"status_code":200,"request_id":"q",'
+        b'"body":"{\\"a\\": [1, {\\"b\\": null}]}"},"error":null}',
+    ],
+)
+def test_fast_and_full_decoding_agree(line: bytes) -> None:
+    assert extract_custom_id(line) == "c"
+    assert decode_result(line, dict, custom_id="c", batch_id="b") == {"a": [1, {"b": None}]}
+
+
+def test_the_fast_path_never_takes_an_error_line() -> None:
+    line = (
+        b'{"id":"r1","custom_id":"c","response":{"status_code":429,"request_id":"q",'
+        b'"body":{"error":{"message":"slow down"}}},"error":null}'
+    )
+    with pytest.raises(RateLimitError, match="slow down"):
+        decode_result(line, dict, custom_id="c", batch_id="b")
