@@ -7,7 +7,7 @@ import json
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from types import TracebackType
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import anyio
 import anyio.abc
@@ -36,6 +36,7 @@ from .types import (
 __all__ = ["BatchOpenAI", "RawResponse", "open_batcher"]
 
 T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
 R = TypeVar("R")
 
 _CONFIG_FIELDS = frozenset(field.name for field in attrs.fields(BatcherConfig))
@@ -55,6 +56,10 @@ class RawResponse(Generic[T]):
 
     def parse(self) -> T:
         return self._parsed
+
+
+class _Finisher(Protocol[T_co]):
+    def _finish(self, slot: Slot, line: bytes) -> T_co: ...
 
 
 @attrs.frozen
@@ -123,7 +128,7 @@ class _Creator(Generic[T]):
         **params: Any,
     ) -> Coroutine[Any, Any, T]:
         return self._client._answer(
-            self._endpoint, params, extra_headers, extra_query, extra_body, timeout, self._finish
+            self._endpoint, params, extra_headers, extra_query, extra_body, timeout, self
         )
 
     def _finish(self, slot: Slot, line: bytes) -> T:
@@ -152,7 +157,7 @@ class _RawCreator(Generic[T]):
         **params: Any,
     ) -> Coroutine[Any, Any, RawResponse[T]]:
         return self._client._answer(
-            self._endpoint, params, extra_headers, extra_query, extra_body, timeout, self._finish
+            self._endpoint, params, extra_headers, extra_query, extra_body, timeout, self
         )
 
     def _finish(self, slot: Slot, line: bytes) -> RawResponse[T]:
@@ -460,9 +465,12 @@ class BatchOpenAI:
         extra_query: Mapping[str, object] | None,
         extra_body: Mapping[str, object] | None,
         timeout: float | None,
-        finish: Callable[[Slot, bytes], R],
+        finisher: _Finisher[R],
     ) -> R:
         """Submit one request, wait for its result line, and ``finish`` it (or raise its error).
+
+        ``finisher`` is the namespace object itself, not a bound method: nothing extra is
+        allocated (and kept alive) per waiting request.
 
         The common case (run mode, no deadline) awaits the request's own signal right here:
         no extra coroutine layers stay alive per waiting request.
@@ -503,7 +511,7 @@ class BatchOpenAI:
             raise outcome
         if outcome is None:  # pragma: no cover - the engine fires a signal only with an outcome
             raise ClientClosedError("internal error: woken without an answer")
-        return finish(slot, outcome)
+        return finisher._finish(slot, outcome)
 
 
 @asynccontextmanager
