@@ -7,7 +7,7 @@ import json
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from types import TracebackType
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, TypeVar
 
 import anyio
 import anyio.abc
@@ -36,7 +36,6 @@ from .types import (
 __all__ = ["BatchOpenAI", "RawResponse", "open_batcher"]
 
 T = TypeVar("T")
-T_co = TypeVar("T_co", covariant=True)
 R = TypeVar("R")
 
 _CONFIG_FIELDS = frozenset(field.name for field in attrs.fields(BatcherConfig))
@@ -56,10 +55,6 @@ class RawResponse(Generic[T]):
 
     def parse(self) -> T:
         return self._parsed
-
-
-class _Finisher(Protocol[T_co]):
-    def _finish(self, slot: Slot, line: bytes) -> T_co: ...
 
 
 @attrs.frozen
@@ -107,12 +102,14 @@ def _count_inputs(endpoint: _Endpoint[Any], body: Mapping[str, Any]) -> int:
     return 1
 
 
-class _Creator(Generic[T]):
-    """``create`` for one endpoint.
+class _Create(Generic[T, R]):
+    """``create`` for one endpoint, finished into ``R`` by the subclass.
 
     ``create`` is a plain method returning the coroutine of :meth:`BatchOpenAI._answer`, so a
     waiting request keeps exactly one coroutine frame of ours alive, not a stack of them.
     """
+
+    _path: str
 
     def __init__(self, client: BatchOpenAI, endpoint: _Endpoint[T]) -> None:
         self._client = client
@@ -126,39 +123,33 @@ class _Creator(Generic[T]):
         extra_body: Mapping[str, object] | None = None,
         timeout: float | None = None,
         **params: Any,
-    ) -> Coroutine[Any, Any, T]:
+    ) -> Coroutine[Any, Any, R]:
         return self._client._answer(
             self._endpoint, params, extra_headers, extra_query, extra_body, timeout, self
         )
+
+    def _finish(self, slot: Slot, line: bytes) -> R:
+        raise NotImplementedError
+
+    def __getattr__(self, name: str) -> Any:
+        raise _not_batched(self._path.format(self._endpoint.name), name)
+
+
+class _Creator(_Create[T, T]):
+    """``create``: the parsed model."""
+
+    _path = "{}"
 
     def _finish(self, slot: Slot, line: bytes) -> T:
         return decode_result(
             line, self._endpoint.build, custom_id=slot.custom_id, batch_id=slot.job.batch_id
         )
 
-    def __getattr__(self, name: str) -> Any:
-        raise _not_batched(self._endpoint.name, name)
 
-
-class _RawCreator(Generic[T]):
+class _RawCreator(_Create[T, "RawResponse[T]"]):
     """``with_raw_response.create``: the parsed model plus the line's headers and status."""
 
-    def __init__(self, client: BatchOpenAI, endpoint: _Endpoint[T]) -> None:
-        self._client = client
-        self._endpoint = endpoint
-
-    def create(
-        self,
-        *,
-        extra_headers: Mapping[str, str] | None = None,
-        extra_query: Mapping[str, object] | None = None,
-        extra_body: Mapping[str, object] | None = None,
-        timeout: float | None = None,
-        **params: Any,
-    ) -> Coroutine[Any, Any, RawResponse[T]]:
-        return self._client._answer(
-            self._endpoint, params, extra_headers, extra_query, extra_body, timeout, self
-        )
+    _path = "{}.with_raw_response"
 
     def _finish(self, slot: Slot, line: bytes) -> RawResponse[T]:
         batch_id = slot.job.batch_id
@@ -175,9 +166,6 @@ class _RawCreator(Generic[T]):
         )
         status = response.get("status_code")
         return RawResponse(parsed, headers, status if isinstance(status, int) else 200)
-
-    def __getattr__(self, name: str) -> Any:
-        raise _not_batched(f"{self._endpoint.name}.with_raw_response", name)
 
 
 class _Resource(_Creator[T]):
@@ -465,7 +453,7 @@ class BatchOpenAI:
         extra_query: Mapping[str, object] | None,
         extra_body: Mapping[str, object] | None,
         timeout: float | None,
-        finisher: _Finisher[R],
+        finisher: _Create[Any, R],
     ) -> R:
         """Submit one request, wait for its result line, and ``finish`` it (or raise its error).
 
