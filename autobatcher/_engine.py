@@ -430,10 +430,11 @@ class Engine:
 
         A single HTTP call gives up after ``max_retries``; a batch job lives for hours, so the
         step is tried again (from the phase it reached) until ``job_error_budget_seconds`` of
-        consecutive trouble. Non-transient errors (4xx) fail the job's requests at once.
+        trouble in the same phase. Non-transient errors (4xx) fail the job's requests at once.
         """
         failures = 0
-        trouble_since: float | None = None
+        trouble_since = 0.0
+        troubled_phase: Phase | None = None
         while True:
             try:
                 await self._advance(job)
@@ -441,8 +442,9 @@ class Engine:
                 if job.phase == Phase.UPLOADING:
                     job.phase = Phase.QUEUED
                 now = time.monotonic()
-                if trouble_since is None:
-                    trouble_since = now
+                if job.phase != troubled_phase:
+                    # new trouble (the job got further since the last): a fresh budget
+                    failures, trouble_since, troubled_phase = 0, now, job.phase
                 if not is_transient(exc) or (
                     now - trouble_since > self.config.job_error_budget_seconds
                 ):

@@ -666,3 +666,49 @@ async def test_cancelling_close_stops_at_once_instead_of_waiting_for_polls() -> 
         await client.close()  # already closed: returns at once
     assert len(outcomes) == 1
     assert stopped_after < 2.0
+
+
+async def test_the_error_budget_is_per_spell_of_trouble_not_per_job() -> None:
+    """Trouble at upload, then longer than the budget of progress, then trouble at download:
+    the second spell gets a budget of its own (the batch is not given up)."""
+    recorder = Recorder()
+    async with serve_emulator(
+        api_key=API_KEY,
+        lines_per_second=5.0,
+        error_rate=1.0,
+        error_statuses=(503,),
+        fault_paths=("/v1/files",),
+    ) as server:
+        emulator = server.emulator
+
+        async def heal_after_first_failed_download(response: httpx.Response) -> None:
+            if response.url.path.endswith("/content") and response.status_code == 503:
+                emulator.configure(error_rate=0.0)
+
+        async def weather() -> None:
+            await anyio.sleep(0.1)
+            emulator.configure(error_rate=0.0)  # the upload goes through on the next attempt
+            await recorder.wait_for("batch_submitted")
+            # from now on downloads fail, until the first failed one heals the server
+            emulator.configure(error_rate=1.0, fault_paths=("/v1/files/",))
+
+        http = httpx.AsyncClient(event_hooks={"response": [heal_after_first_failed_download]})
+        async with open_batcher(
+            api_key=API_KEY,
+            base_url=server.base_url,
+            event_hook=recorder,
+            http_client=http,
+            max_retries=0,
+            job_error_budget_seconds=0.6,
+            batch_window_seconds=0.01,
+            poll_interval_seconds=0.02,
+        ) as client:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(weather)
+                with anyio.fail_after(30):
+                    results = await run_many(client, 6)
+        await http.aclose()
+        stats = emulator.stats()
+    assert_all_echoed(results)
+    assert stats.api_calls_by_route.get("POST /v1/files", 0) >= 2  # the upload failed first
+    assert stats.api_calls_by_route.get("GET /v1/files/{id}/content", 0) >= 2  # and a download
