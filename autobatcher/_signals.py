@@ -9,6 +9,7 @@ a request has exactly one waiter, so a bare ``asyncio.Future`` (asyncio) or a pa
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, Protocol, Union
 
 import anyio
@@ -22,7 +23,7 @@ __all__ = ["Signal", "fire", "new_signal", "wait_for"]
 
 class _EventLike(Protocol):
     def set(self) -> None: ...
-    async def wait(self) -> None: ...
+    def wait(self) -> Awaitable[Any]: ...
 
 
 Signal = Union["asyncio.Future[None]", _EventLike]
@@ -50,15 +51,16 @@ class _TrioSignal:
         self._task = None
         return _trio().lowlevel.Abort.SUCCEEDED
 
-    async def wait(self) -> None:
+    def wait(self) -> Awaitable[None]:
+        # A plain method handing back trio's own awaitable: no coroutine frame of ours stays
+        # alive per waiting request. It runs in the awaiting task, so current_task() is it.
         lowlevel = _trio().lowlevel
         if self._is_set:
-            await lowlevel.checkpoint()
-            return
+            return lowlevel.checkpoint()  # type: ignore[no-any-return]
         if self._task is not None:
             raise RuntimeError("a request's signal can have only one waiter")
         self._task = lowlevel.current_task()
-        await lowlevel.wait_task_rescheduled(self._abort)
+        return lowlevel.wait_task_rescheduled(self._abort)  # type: ignore[no-any-return]
 
 
 def _trio() -> Any:
