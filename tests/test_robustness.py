@@ -712,3 +712,41 @@ async def test_the_error_budget_is_per_spell_of_trouble_not_per_job() -> None:
     assert_all_echoed(results)
     assert stats.api_calls_by_route.get("POST /v1/files", 0) >= 2  # the upload failed first
     assert stats.api_calls_by_route.get("GET /v1/files/{id}/content", 0) >= 2  # and a download
+
+
+async def test_intake_is_bounded_in_standalone_mode_too() -> None:
+    """No engine task: callers blocked on a full intake must drive the engine themselves."""
+    recorder = Recorder()
+    async with serve_emulator(api_key=API_KEY) as server:
+        client = BatchOpenAI(
+            api_key=API_KEY,
+            base_url=server.base_url,
+            max_queued_requests=5,
+            batch_size=100,
+            event_hook=recorder,
+            **FAST,
+        )
+        with anyio.fail_after(30):
+            results = await run_many(client, 23)
+            await client.close()
+    assert_all_echoed(results)
+    sizes = [e.requests for e in recorder.kinds("batch_submitted")]
+    assert sum(sizes) == 23
+    assert max(sizes) <= 5
+
+
+async def test_standalone_abandoned_batch_is_cancelled_by_close() -> None:
+    recorder = Recorder()
+    async with serve_emulator(api_key=API_KEY, lines_per_second=2.0) as server:
+        client = BatchOpenAI(api_key=API_KEY, base_url=server.base_url, event_hook=recorder, **FAST)
+        with anyio.move_on_after(10):
+            async with anyio.create_task_group() as tg:
+                for i in range(3):
+                    tg.start_soon(ask, client, f"gone{i}")
+                await recorder.wait_for("batch_submitted")
+                tg.cancel_scope.cancel()
+        with anyio.fail_after(10):
+            await client.close()
+        statuses = server.emulator.stats().batches_by_status
+    assert recorder.kinds("batch_cancelled")
+    assert set(statuses) <= {"cancelling", "cancelled"}
