@@ -12,7 +12,7 @@ from typing import Any
 import attrs
 
 from ._base import BaseModel, GenericObject, each, generic, key, obj, objs, parsed, via
-from ._batches import InputTokensDetails, OutputTokensDetails
+from ._batches import BatchUsage
 from ._chat import ChatCompletionTokenLogprob
 
 __all__ = [
@@ -174,12 +174,8 @@ class IncompleteDetails(BaseModel):
 
 @parsed
 @attrs.define(eq=False, weakref_slot=False)
-class ResponseUsage(BaseModel):
-    input_tokens: int
-    input_tokens_details: InputTokensDetails = attrs.field(metadata=obj(InputTokensDetails))
-    output_tokens: int
-    output_tokens_details: OutputTokensDetails = attrs.field(metadata=obj(OutputTokensDetails))
-    total_tokens: int
+class ResponseUsage(BatchUsage):
+    """Token usage of a response: the same shape as a batch's usage."""
 
 
 @parsed
