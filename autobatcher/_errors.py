@@ -7,9 +7,12 @@ Names mirror the openai SDK's where the meaning is the same, so code that catche
      ├── ClientClosedError           the client is closed (or stopped); also RuntimeError
      ├── UnsupportedParameterError   a keyword a batch cannot honour (stream=True); also ValueError
      ├── RequestTooLargeError        one request is larger than a whole batch; also ValueError
+     ├── EventLoopError              the client was used from a second event loop; also RuntimeError
      └── APIError                    a request did not get its answer from the API
+          ├── InternalError          a bug in autobatcher, not a problem with the server
           ├── APIConnectionError     the server could not be reached, or the connection broke
           │    └── APITimeoutError   … because a timeout elapsed
+          ├── APIResponseValidationError  a 2xx answer that is not what the Batch API returns
           ├── APIStatusError         a non-2xx status (real-time call, or one batch line)
           │    ├── BadRequestError            400
           │    ├── AuthenticationError        401
@@ -27,6 +30,9 @@ Names mirror the openai SDK's where the meaning is the same, so code that catche
                ├── MissingResultError  the batch ended without any line for this request
                └── BatchLostError      the batch could not be followed (vanished, polling gave up)
 
+Errors that concern a whole batch job reach each waiting caller as its own copy, built by
+:meth:`APIError.for_request` (no two callers share, and mutate, one exception object).
+
 Every per-request error carries ``custom_id`` and ``batch_id`` when they are known.
 Status errors from a batch line have ``response`` set to ``None`` (there was no HTTP response
 of their own); ``status_code``, ``code``, ``message``, ``request_id`` and ``body`` are filled
@@ -36,13 +42,16 @@ from the line.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+
+_E = TypeVar("_E", bound="APIError")
 
 __all__ = [
     "APIConnectionError",
     "APIError",
+    "APIResponseValidationError",
     "APIStatusError",
     "APITimeoutError",
     "AuthenticationError",
@@ -56,6 +65,8 @@ __all__ = [
     "BatchRequestError",
     "ClientClosedError",
     "ConflictError",
+    "EventLoopError",
+    "InternalError",
     "InternalServerError",
     "MissingResultError",
     "NotFoundError",
@@ -81,6 +92,14 @@ class UnsupportedParameterError(AutobatcherError, ValueError):
 
 class RequestTooLargeError(AutobatcherError, ValueError):
     """A single request is larger than a whole batch file may be."""
+
+
+class EventLoopError(AutobatcherError, RuntimeError):
+    """The client was first used in one event loop and then called from another.
+
+    A client's connections and waiting requests belong to the loop that started them (an
+    ``asyncio.run()`` call, a ``trio.run()``); create the client inside the loop that uses it.
+    """
 
 
 class APIError(AutobatcherError):
@@ -117,6 +136,24 @@ class APIError(AutobatcherError):
         self.custom_id = custom_id
         self.batch_id = batch_id
 
+    def _constructor_kwargs(self) -> dict[str, Any]:
+        return {
+            "request": self.request,
+            "body": self.body,
+            "code": self.code,
+            "param": self.param,
+            "type": self.type,
+        }
+
+    def for_request(self: _E, custom_id: str, batch_id: str | None) -> _E:
+        """A new error of the same class and content, addressed to one waiting request."""
+        kwargs = self._constructor_kwargs()
+        kwargs["custom_id"] = custom_id
+        kwargs["batch_id"] = self.batch_id or batch_id
+        own = type(self)(self.message, **kwargs)
+        own.__cause__ = self.__cause__
+        return own
+
     def __str__(self) -> str:
         where = []
         if self.batch_id:
@@ -126,6 +163,39 @@ class APIError(AutobatcherError):
         if where:
             return f"{self.message} ({', '.join(where)})"
         return self.message
+
+
+class InternalError(APIError):
+    """A bug in autobatcher, not a problem with the server: please report it."""
+
+
+class APIResponseValidationError(APIError):
+    """The server answered 2xx with something that is not what the Batch API returns.
+
+    (Usually a ``base_url`` that points at something other than an OpenAI-compatible API.)
+    """
+
+    status_code: int
+    response: httpx.Response | None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        response: httpx.Response | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(message, **kwargs)
+        self.status_code = status_code
+        self.response = response
+
+    def _constructor_kwargs(self) -> dict[str, Any]:
+        return {
+            **super()._constructor_kwargs(),
+            "status_code": self.status_code,
+            "response": self.response,
+        }
 
 
 class APIConnectionError(APIError):
@@ -171,6 +241,14 @@ class APIStatusError(APIError):
         self.status_code = status_code
         self.response = response
         self.request_id = request_id
+
+    def _constructor_kwargs(self) -> dict[str, Any]:
+        return {
+            **super()._constructor_kwargs(),
+            "status_code": self.status_code,
+            "response": self.response,
+            "request_id": self.request_id,
+        }
 
     def __str__(self) -> str:
         return f"Error code: {self.status_code} - {super().__str__()}"
@@ -302,6 +380,9 @@ class BatchFailedError(BatchError):
         super().__init__(message, code=code, custom_id=custom_id, batch_id=batch_id, body=errors)
         self.errors = errors
         self.line_error = line_error
+
+    def _constructor_kwargs(self) -> dict[str, Any]:
+        return {"errors": self.errors, "line_error": self.line_error, "code": self.code}
 
 
 class BatchExpiredError(BatchError):
