@@ -43,11 +43,19 @@ def build_parser() -> argparse.ArgumentParser:
     emulate.add_argument("--drop-rate", type=float, default=None)
     emulate.add_argument("--fault-seed", type=int, default=None)
     emulate.add_argument(
-        "--fault-path", action="append", dest="fault_paths", default=None,
+        "--fault-path",
+        action="append",
+        dest="fault_paths",
+        default=None,
         help="restrict faults to this path prefix (repeatable)",
     )
-    emulate.add_argument("--no-shuffle", dest="shuffle_output", action="store_false",
-                         default=None, help="keep output lines in input order")
+    emulate.add_argument(
+        "--no-shuffle",
+        dest="shuffle_output",
+        action="store_false",
+        default=None,
+        help="keep output lines in input order",
+    )
     emulate.add_argument("--embedding-dimensions", type=int, default=None)
 
     demo = commands.add_parser("demo", help="run a batching demo against the embedded emulator")
@@ -60,10 +68,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 _EMULATOR_FIELDS = (
-    "api_key", "flavour", "max_lines", "max_file_bytes", "validation_seconds",
-    "lines_per_second", "finalizing_seconds", "cancelling_seconds", "expire_after_seconds",
-    "enqueued_token_limit", "error_rate", "rate_limit_rate", "retry_after_seconds",
-    "drop_rate", "fault_seed", "fault_paths", "shuffle_output", "embedding_dimensions",
+    "api_key",
+    "flavour",
+    "max_lines",
+    "max_file_bytes",
+    "validation_seconds",
+    "lines_per_second",
+    "finalizing_seconds",
+    "cancelling_seconds",
+    "expire_after_seconds",
+    "enqueued_token_limit",
+    "error_rate",
+    "rate_limit_rate",
+    "retry_after_seconds",
+    "drop_rate",
+    "fault_seed",
+    "fault_paths",
+    "shuffle_output",
+    "embedding_dimensions",
 )
 
 
@@ -96,9 +118,7 @@ def _emulate(args: argparse.Namespace) -> int:
         # Ctrl-C / SIGTERM arrive as a message, not as KeyboardInterrupt raised at a random
         # point inside the server, so the shutdown is always graceful.
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async with serve_emulator(
-                Emulator(config), host=args.host, port=args.port
-            ) as server:
+            async with serve_emulator(Emulator(config), host=args.host, port=args.port) as server:
                 print(
                     f"autobatcher emulator ({config.flavour}) serving at {server.base_url} "
                     "(Ctrl-C to stop)",

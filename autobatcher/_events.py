@@ -6,15 +6,18 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Literal
 
+import anyio
 import attrs
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-__all__ = ["BatchEvent", "EventKind"]
+__all__ = ["BatchEvent", "EventHub", "EventKind"]
 
 logger = logging.getLogger("autobatcher")
 
 EventKind = Literal[
     "batch_submitted",
     "batch_progress",
+    "batch_finalizing",
     "batch_completed",
     "batch_failed",
     "batch_expired",
@@ -55,3 +58,60 @@ def emit(hook: Callable[[BatchEvent], object] | None, event: BatchEvent) -> None
         hook(event)
     except Exception:
         logger.exception("event_hook raised on %s; ignored", event.kind)
+
+
+class EventHub:
+    """Where events go: the synchronous ``event_hook`` and every ``client.events()`` stream.
+
+    Subscribers get events on bounded memory object streams. The engine never waits for a
+    slow reader: when a subscriber's buffer is full the event is dropped for that subscriber
+    (and counted, and logged once), so watching a client can never stall its batches.
+    """
+
+    def __init__(self, hook: Callable[[BatchEvent], object] | None) -> None:
+        self._hook = hook
+        self._subscribers: list[MemoryObjectSendStream[BatchEvent]] = []
+        self._closed = False
+        self.dropped = 0
+
+    @property
+    def wanted(self) -> bool:
+        """Whether anyone listens (building an event is skipped when nobody does)."""
+        return (
+            self._hook is not None or bool(self._subscribers) or logger.isEnabledFor(logging.DEBUG)
+        )
+
+    def emit(self, event: BatchEvent) -> None:
+        emit(self._hook, event)
+        for stream in self._subscribers:
+            try:
+                stream.send_nowait(event)
+            except anyio.WouldBlock:
+                if not self.dropped:
+                    logger.warning(
+                        "an events() reader is not keeping up; events are dropped for it"
+                    )
+                self.dropped += 1
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                pass
+        if self._subscribers:
+            self._subscribers = [s for s in self._subscribers if not _gone(s)]
+
+    def subscribe(self, max_buffer: int) -> MemoryObjectReceiveStream[BatchEvent]:
+        send, receive = anyio.create_memory_object_stream[BatchEvent](max_buffer)
+        if self._closed:
+            send.close()
+        else:
+            self._subscribers.append(send)
+        return receive
+
+    def close(self) -> None:
+        """End every subscriber's ``async for`` (the client is closed)."""
+        self._closed = True
+        for stream in self._subscribers:
+            stream.close()
+        self._subscribers.clear()
+
+
+def _gone(stream: MemoryObjectSendStream[BatchEvent]) -> bool:
+    return stream.statistics().open_receive_streams == 0

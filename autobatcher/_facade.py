@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import json
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
@@ -13,16 +14,19 @@ import anyio
 import anyio.abc
 import attrs
 import httpx
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from ._config import BatcherConfig
-from ._engine import Engine, Slot
+from ._engine import Engine
 from ._errors import (
     APITimeoutError,
     ClientClosedError,
+    InternalError,
     RequestTooLargeError,
     UnsupportedParameterError,
 )
-from ._events import BatchEvent, emit
+from ._events import BatchEvent, EventHub
+from ._job import Slot
 from ._jsonl import decode_result, encode_line
 from ._wire import Wire
 from .types import (
@@ -142,7 +146,7 @@ class _Creator(_Create[T, T]):
 
     def _finish(self, slot: Slot, line: bytes) -> T:
         return decode_result(
-            line, self._endpoint.build, custom_id=slot.custom_id, batch_id=slot.job.batch_id
+            line, self._endpoint.build, custom_id=slot.custom_id, batch_id=slot.batch_id
         )
 
 
@@ -152,7 +156,7 @@ class _RawCreator(_Create[T, "RawResponse[T]"]):
     _path = "{}.with_raw_response"
 
     def _finish(self, slot: Slot, line: bytes) -> RawResponse[T]:
-        batch_id = slot.job.batch_id
+        batch_id = slot.batch_id
         parsed = decode_result(
             line, self._endpoint.build, custom_id=slot.custom_id, batch_id=batch_id
         )
@@ -204,6 +208,14 @@ class Moderations(_Resource[ModerationCreateResponse]):
     """``client.moderations``."""
 
 
+class _State(enum.Enum):
+    UNOPENED = "unopened"  # built, no request yet
+    RUNNING = "running"  # run mode: the batcher's own task drives (async with, run())
+    STANDALONE = "standalone"  # plain mode: waiting callers drive in turn
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
 class BatchOpenAI:
     """A drop-in for ``openai.AsyncOpenAI`` whose calls go through the Batch API.
 
@@ -252,14 +264,14 @@ class BatchOpenAI:
             completion_window=completion_window,
             **options,
         )
-        self._wire = Wire(self._config, http_client)
-        self._engine = Engine(self._config, self._wire)
+        self._events = EventHub(self._config.event_hook)
+        self._wire = Wire(self._config, http_client, events=self._events)
+        self._engine = Engine(self._config, self._wire, self._events)
+        self._state = _State.UNOPENED
         self._task_group: anyio.abc.TaskGroup | None = None
-        self._run_started = False
-        self._stop_requested = False
+        self._stop: anyio.Event | None = None  # set by close(): the engine's task may end
         self._run_done: anyio.Event | None = None
-        self._closing: anyio.Event | None = None
-        self._closed = False
+        self._closed_event: anyio.Event | None = None
         self.chat = Chat(self)
         self.embeddings = Embeddings(self, _EMBEDDINGS)
         self.responses = Responses(self, _RESPONSES)
@@ -267,8 +279,7 @@ class BatchOpenAI:
         self.moderations = Moderations(self, _MODERATIONS)
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else "open"
-        return f"<BatchOpenAI {self._config.base_url} {state}>"
+        return f"<BatchOpenAI {self._config.base_url} {self._state.value}>"
 
     def __getattr__(self, name: str) -> Any:
         raise _not_batched("client", name)
@@ -287,6 +298,31 @@ class BatchOpenAI:
 
     # -- the engine's owner ------------------------------------------------------------------
 
+    def events(self, *, max_buffer: int = 1000) -> MemoryObjectReceiveStream[BatchEvent]:
+        """``async for event in client.events():`` — lifecycle events, as they happen.
+
+        An alternative to the synchronous ``event_hook``: each call subscribes a new stream
+        (an anyio memory object stream) that ends when the client closes. The engine never
+        waits for a reader; a reader more than ``max_buffer`` events behind misses events
+        (logged once). Use it as ``with client.events() as events: async for e in events:``
+        to unsubscribe when you stop reading early.
+        """
+        return self._events.subscribe(max_buffer)
+
+    def _refuse_to_start(self) -> None:
+        state = self._state
+        if state is _State.RUNNING:
+            raise RuntimeError("this client's engine is already running (async with or run())")
+        if state is _State.STANDALONE:
+            raise RuntimeError(
+                "this client already has requests in plain mode (without async with); "
+                "enter `async with` or start run() before its first request"
+            )
+        if state is not _State.UNOPENED:
+            raise ClientClosedError(
+                "this client is closed and cannot be opened again; create a new BatchOpenAI"
+            )
+
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
@@ -296,31 +332,26 @@ class BatchOpenAI:
         it started are cancelled (``cancel_batches_on_exit``), shielded and bounded in time, and
         every waiting caller gets :class:`ClientClosedError`.
         """
-        engine = self._engine
-        if self._run_started:
-            raise RuntimeError("this client's engine is already running")
-        if self._closed or self._closing is not None:
-            raise ClientClosedError("the client is closed")
-        if not engine.idle():
-            raise RuntimeError("run() must start before the first request")
-        self._run_started = True
-        self._run_done = anyio.Event()
-        engine.standalone = False
-        engine._driver = self
+        self._refuse_to_start()
+        self._state = _State.RUNNING
+        stop = self._stop = anyio.Event()
+        run_done = self._run_done = anyio.Event()
         finished = False
         try:
             task_status.started()
-            await engine.drive(lambda: self._stop_requested)
+            await self._engine.run(stop)
             finished = True
         finally:
-            engine._driver = None
-            if not finished:
-                await engine.abort("the client's engine was stopped")
-                await self._close_wire()
-                self._closed = True
-            self._run_done.set()
+            try:
+                if not finished:
+                    await self._engine.abort("the client's engine was stopped")
+                    await self._close_wire()
+                    self._state = _State.CLOSED
+            finally:
+                run_done.set()
 
     async def __aenter__(self) -> BatchOpenAI:
+        self._refuse_to_start()
         task_group = anyio.create_task_group()
         await task_group.__aenter__()
         try:
@@ -339,7 +370,8 @@ class BatchOpenAI:
     ) -> None:
         task_group = self._task_group
         self._task_group = None
-        assert task_group is not None, "__aexit__ without __aenter__"
+        if task_group is None:
+            raise RuntimeError("__aexit__ without a matching __aenter__")
         try:
             if exc is None:
                 await self.close()
@@ -359,13 +391,17 @@ class BatchOpenAI:
         Cancelling it stops the engine the hard way (upstream batches are cancelled, waiting
         callers get :class:`ClientClosedError`).
         """
-        if self._closing is not None:
-            await self._closing.wait()
+        if self._closed_event is not None:
+            await self._closed_event.wait()
             return
-        self._closing = anyio.Event()
+        closed_event = self._closed_event = anyio.Event()
+        if self._state is _State.CLOSED:  # the engine's task already stopped it
+            closed_event.set()
+            return
+        self._state = _State.CLOSING
         engine = self._engine
         engine.close("the client is closed")
-        emit(self._config.event_hook, BatchEvent(kind="client_closing"))
+        self._events.emit(BatchEvent(kind="client_closing"))
         try:
             try:
                 await engine.drain()
@@ -373,15 +409,21 @@ class BatchOpenAI:
                 await engine.abort("closing the client was cancelled")
                 raise
             finally:
-                if self._run_done is not None:
-                    self._stop_requested = True
-                    engine._poke()
-                    with anyio.CancelScope(shield=True):
-                        await self._run_done.wait()
+                await self._stop_engine_task()
         finally:
             await self._close_wire()
-            self._closed = True
-            self._closing.set()
+            self._events.close()
+            self._state = _State.CLOSED
+            closed_event.set()
+
+    async def _stop_engine_task(self) -> None:
+        """Let the engine's own task (run mode) end, and wait for it, shielded and bounded."""
+        if self._stop is None or self._run_done is None:
+            return
+        self._stop.set()
+        self._engine.poke()
+        with anyio.move_on_after(self._config.shutdown_timeout_seconds, shield=True):
+            await self._run_done.wait()
 
     aclose = close
 
@@ -406,6 +448,8 @@ class BatchOpenAI:
         engine = self._engine
         if engine.closed_reason is not None:
             raise ClientClosedError(f"{engine.closed_reason}: it cannot take new requests")
+        if self._state is _State.UNOPENED:
+            self._state = _State.STANDALONE
         if "stream" in params or "stream_options" in params:
             if params.pop("stream", None):
                 raise UnsupportedParameterError(
@@ -468,10 +512,10 @@ class BatchOpenAI:
         )
         del params
         engine = self._engine
-        if not engine.has_room():
-            await engine.wait_for_room()
-        slot = engine.submit(endpoint.path, model, custom_id, line, inputs)
+        slot = Slot(custom_id, endpoint.path, model, line, inputs)
         del line
+        if not engine.offer(slot):
+            await engine.send(slot)
         try:
             if timeout is None and not engine.standalone:
                 signal = slot.signal
@@ -485,20 +529,20 @@ class BatchOpenAI:
                 with anyio.fail_after(timeout):
                     await engine.wait(slot)
         except TimeoutError:
-            engine.forget(slot)
+            engine.withdraw(slot)
             raise APITimeoutError(
                 f"no answer within timeout={timeout}s",
                 custom_id=custom_id,
-                batch_id=slot.job.batch_id,
+                batch_id=slot.batch_id,
             ) from None
         except BaseException:
-            engine.forget(slot)
+            engine.withdraw(slot)
             raise
         outcome = slot.outcome
         if isinstance(outcome, BaseException):
             raise outcome
         if outcome is None:  # pragma: no cover - the engine fires a signal only with an outcome
-            raise ClientClosedError("internal error: woken without an answer")
+            raise InternalError("woken without an answer")
         return finisher._finish(slot, outcome)
 
 

@@ -18,7 +18,7 @@ import sniffio
 if TYPE_CHECKING:
     import trio
 
-__all__ = ["Signal", "fire", "new_signal", "wait_for"]
+__all__ = ["Signal", "fire", "loop_token", "new_signal", "wait_for"]
 
 
 class _EventLike(Protocol):
@@ -97,3 +97,14 @@ async def wait_for(signal: Signal) -> None:
         await signal
     else:
         await signal.wait()
+
+
+def loop_token() -> object:
+    """Something that identifies the running event loop (one ``asyncio.run()``, one trio run)."""
+    if sniffio.thread_local.name is None and sniffio.current_async_library_cvar.get() is None:
+        loop = asyncio._get_running_loop()
+        if loop is not None:
+            return loop
+    if sniffio.current_async_library() == "trio":
+        return _trio().lowlevel.current_trio_token()
+    return asyncio.get_running_loop()

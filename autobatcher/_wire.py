@@ -1,11 +1,17 @@
-"""The Files and Batches endpoints over raw httpx: retries, typed errors, streamed transfers."""
+"""The Files and Batches endpoints over raw httpx: retries, typed errors, typed objects.
+
+Every call goes through :meth:`Wire.call`, which applies the one retry policy
+(:mod:`autobatcher._retry`) and translates httpx's errors once, into the tree of
+:mod:`autobatcher._errors`, with messages that name what was asked of which server. The
+Batch API answers come back as the attrs models of :mod:`autobatcher.types` (``Batch``,
+``FileObject``); an answer that is not one (an HTML page, a JSON object without an ``id``)
+raises :class:`APIResponseValidationError` saying what was expected and what came.
+"""
 
 from __future__ import annotations
 
-import email.utils
 import json
 import random
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -16,12 +22,15 @@ from ._config import BatcherConfig
 from ._errors import (
     APIConnectionError,
     APIError,
+    APIResponseValidationError,
     APIStatusError,
     APITimeoutError,
     make_status_error,
 )
-from ._events import BatchEvent, emit
+from ._events import BatchEvent, EventHub
+from ._retry import RetryPolicy
 from ._version import __version__
+from .types import Batch, FileObject
 
 __all__ = ["LineSink", "Wire"]
 
@@ -30,49 +39,7 @@ T = TypeVar("T")
 #: Called with each complete result line (without its newline).
 LineSink = Callable[[bytes], None]
 
-_RETRYABLE_STATUS = frozenset({408, 409, 429})
-_INITIAL_BACKOFF = 0.5
-_MAX_BACKOFF = 8.0
-_MAX_RETRY_AFTER = 60.0
 _UPLOAD_CHUNK = 1 << 20
-
-
-def _retry_after_seconds(headers: httpx.Headers) -> float | None:
-    """Honour ``retry-after-ms`` then ``retry-after`` (seconds or an HTTP date)."""
-    raw_ms = headers.get("retry-after-ms")
-    if raw_ms:
-        try:
-            return float(raw_ms) / 1000.0
-        except ValueError:
-            pass
-    raw = headers.get("retry-after")
-    if not raw:
-        return None
-    try:
-        return float(raw)
-    except ValueError:
-        parsed = email.utils.parsedate_tz(raw)
-        if parsed is None:
-            return None
-        return float(email.utils.mktime_tz(parsed)) - time.time()
-
-
-def _backoff(attempt: int, headers: httpx.Headers | None) -> float:
-    if headers is not None:
-        told = _retry_after_seconds(headers)
-        if told is not None and 0 <= told <= _MAX_RETRY_AFTER:
-            return told
-    delay = min(_INITIAL_BACKOFF * (2.0**attempt), _MAX_BACKOFF)
-    return delay * (1.0 - 0.25 * random.random())
-
-
-def _should_retry_status(response: httpx.Response) -> bool:
-    hint = response.headers.get("x-should-retry")
-    if hint == "true":
-        return True
-    if hint == "false":
-        return False
-    return response.status_code in _RETRYABLE_STATUS or response.status_code >= 500
 
 
 def _decode_body(response: httpx.Response) -> object:
@@ -82,12 +49,21 @@ def _decode_body(response: httpx.Response) -> object:
         return response.text
 
 
+def _connection_reason(exc: httpx.TransportError) -> str:
+    """The plain reason of a transport error (``connection refused``), without the noise."""
+    text = str(exc) or type(exc).__name__
+    cause = exc.__cause__ or exc.__context__
+    while cause is not None and isinstance(cause, Exception):
+        inner = getattr(cause, "strerror", None)
+        if isinstance(inner, str) and inner:
+            return inner.lower()
+        cause = cause.__cause__ or cause.__context__
+    return text.split("] ", 1)[-1] if text.startswith("[Errno") else text
+
+
 class Wire:
     """HTTP client policy for the Batch API: one instance per batcher.
 
-    Every call retries connect errors, timeouts, 408/409/429 and 5xx with exponential backoff and
-    jitter (bounded by ``max_retries``), honours ``retry-after-ms`` / ``retry-after`` /
-    ``x-should-retry``, and raises the typed error of :mod:`autobatcher._errors` otherwise.
     Calls that are not idempotent take a ``reconcile`` callback: after an ambiguous failure (the
     request may have been processed) it looks for the effect before anything is sent again.
     """
@@ -96,8 +72,15 @@ class Wire:
         self,
         config: BatcherConfig,
         http_client: httpx.AsyncClient | None = None,
+        *,
+        events: EventHub | None = None,
+        policy: RetryPolicy | None = None,
     ) -> None:
         self._config = config
+        self.policy = policy or RetryPolicy(
+            max_retries=config.max_retries, job_budget_seconds=config.job_error_budget_seconds
+        )
+        self._events = events or EventHub(config.event_hook)
         self._owns_client = http_client is None
         self._client = http_client or httpx.AsyncClient(
             timeout=config.timeout,
@@ -120,6 +103,10 @@ class Wire:
     @property
     def http_client(self) -> httpx.AsyncClient:
         return self._client
+
+    @property
+    def base_url(self) -> str:
+        return self._base
 
     async def aclose(self) -> None:
         if self._owns_client:
@@ -144,12 +131,14 @@ class Wire:
         what: str = "",
         max_retries: int | None = None,
     ) -> T:
-        retries = self._config.max_retries if max_retries is None else max_retries
+        policy = self.policy
+        retries = policy.max_retries if max_retries is None else max_retries
         all_headers = {**self._headers, **(headers or {})}
         url = self.url(path)
+        doing = f"{what} ({method} /{path.lstrip('/')})" if what else f"{method} /{path}"
         attempt = 0
         unsure = False
-        started = time.monotonic()
+        started = anyio.current_time()
         while True:
             error: APIError
             retry_headers: httpx.Headers | None = None
@@ -168,11 +157,15 @@ class Wire:
                     headers=all_headers,
                 )
             except httpx.TimeoutException as exc:
-                error = APITimeoutError(f"{what or path}: timed out ({type(exc).__name__})")
+                error = APITimeoutError(
+                    f"{self._base} did not answer in time: {doing} timed out ({type(exc).__name__})"
+                )
                 error.__cause__ = exc
                 unsure = unsure or not isinstance(exc, httpx.ConnectTimeout)
             except httpx.TransportError as exc:
-                error = APIConnectionError(f"{what or path}: connection error: {exc!r}")
+                error = APIConnectionError(
+                    f"could not reach {self._base}: {_connection_reason(exc)} ({doing})"
+                )
                 error.__cause__ = exc
                 unsure = unsure or not isinstance(exc, httpx.ConnectError)
             except APIError as exc:
@@ -188,28 +181,105 @@ class Wire:
                     response=response,
                     request_id=response.headers.get("x-request-id"),
                 )
-                if not _should_retry_status(response):
+                if not policy.response_is_retryable(response):
                     raise error
                 retry_headers = response.headers
                 # A 429 was refused before any work; a 5xx/408/409 may have been processed.
                 unsure = unsure or response.status_code != 429
             if attempt >= retries:
                 raise error
-            delay = _backoff(attempt, retry_headers)
+            delay = policy.call_delay(attempt, retry_headers)
             attempt += 1
-            emit(
-                self._config.event_hook,
+            self._events.emit(
                 BatchEvent(
                     kind="retry",
-                    detail=f"{method} {path} attempt {attempt}/{retries} in {delay:.2f}s: {error}",
-                    elapsed=time.monotonic() - started,
-                ),
+                    detail=f"{doing} attempt {attempt}/{retries} in {delay:.2f}s: {error}",
+                    elapsed=anyio.current_time() - started,
+                )
             )
-            await anyio.sleep(delay)
+            await policy.sleep(delay)
 
     async def call_json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         return await self.call(method, path, parse=_parse_json_object, **kwargs)
 
+    # -- batches ------------------------------------------------------------------------------
+
+    async def create_batch(
+        self,
+        body: Mapping[str, object],
+        *,
+        reconcile: Callable[[], Awaitable[Batch | None]] | None = None,
+    ) -> Batch:
+        return await self.call(
+            "POST",
+            "batches",
+            parse=_parse_batch,
+            json_body=body,
+            reconcile=reconcile,
+            what="create batch",
+        )
+
+    async def retrieve_batch(self, batch_id: str) -> Batch:
+        return await self.call(
+            "GET", f"batches/{batch_id}", parse=_parse_batch, what="retrieve batch"
+        )
+
+    async def cancel_batch(self, batch_id: str, *, max_retries: int | None = None) -> Batch:
+        return await self.call(
+            "POST",
+            f"batches/{batch_id}/cancel",
+            parse=_parse_batch,
+            what="cancel batch",
+            max_retries=max_retries,
+        )
+
+    async def pages(
+        self,
+        path: str,
+        params: Mapping[str, str | int],
+        *,
+        what: str,
+        max_pages: int,
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """The items of a cursor-paged list (``data``, ``has_more``, ``after=<last id>``)."""
+        after: str | None = None
+        for _ in range(max_pages):
+            query = dict(params)
+            if after:
+                query["after"] = after
+            page = await self.call_json("GET", path, params=query, what=what)
+            data = page.get("data")
+            items = (
+                [item for item in data if isinstance(item, dict)] if isinstance(data, list) else []
+            )
+            yield items
+            if not page.get("has_more") or not items:
+                return
+            last_id = items[-1].get("id")
+            if not isinstance(last_id, str) or not last_id:
+                return
+            after = last_id
+
+    async def find_batch(
+        self, metadata_key: str, value: str, *, not_older_than: float, max_pages: int = 10
+    ) -> Batch | None:
+        """Look a batch up by one of its metadata pairs among the newest batches.
+
+        Stops at batches created before ``not_older_than`` (epoch seconds).
+        """
+        async for items in self.pages(
+            "batches", {"limit": 100}, what="list batches", max_pages=max_pages
+        ):
+            for item in items:
+                metadata = item.get("metadata")
+                if isinstance(metadata, dict) and metadata.get(metadata_key) == value:
+                    return _batch_from(item)
+            created = items[-1].get("created_at") if items else None
+            if isinstance(created, int | float) and created < not_older_than:
+                return None
+        return None
+
+    # -- files --------------------------------------------------------------------------------
     # -- files --------------------------------------------------------------------------------
 
     async def upload_batch_file(
@@ -218,8 +288,8 @@ class Wire:
         lines: Sequence[bytes],
         nbytes: int,
         *,
-        reconcile: Callable[[], Awaitable[dict[str, Any] | None]] | None = None,
-    ) -> dict[str, Any]:
+        reconcile: Callable[[], Awaitable[FileObject | None]] | None = None,
+    ) -> FileObject:
         """Upload ``lines`` as one JSONL file with purpose ``batch``, streamed from memory.
 
         The multipart body is produced chunk by chunk from the already-encoded lines, so a
@@ -258,7 +328,7 @@ class Wire:
         return await self.call(
             "POST",
             "files",
-            parse=_parse_json_object,
+            parse=_parse_file,
             content=body,
             headers=headers,
             reconcile=reconcile,
@@ -266,29 +336,18 @@ class Wire:
         )
 
     async def find_file(
-        self, filename: str, nbytes: int, *, pages: int = 5
-    ) -> dict[str, Any] | None:
+        self, filename: str, nbytes: int, *, max_pages: int = 5
+    ) -> FileObject | None:
         """Look for an uploaded batch file by name and size among the newest files."""
-        after: str | None = None
-        for _ in range(pages):
-            params: dict[str, str | int] = {"purpose": "batch", "limit": 100, "order": "desc"}
-            if after:
-                params["after"] = after
-            page = await self.call_json("GET", "files", params=params, what="list files")
-            data = page.get("data") or []
-            for item in data:
-                if (
-                    isinstance(item, dict)
-                    and item.get("filename") == filename
-                    and item.get("bytes") in (nbytes, None)
-                ):
-                    return item
-            if not page.get("has_more") or not data:
-                return None
-            last = data[-1]
-            after = last.get("id") if isinstance(last, dict) else None
-            if not after:
-                return None
+        async for items in self.pages(
+            "files",
+            {"purpose": "batch", "limit": 100, "order": "desc"},
+            what="list files",
+            max_pages=max_pages,
+        ):
+            for item in items:
+                if item.get("filename") == filename and item.get("bytes") in (nbytes, None):
+                    return _file_from(item)
         return None
 
     async def delete_file(self, file_id: str) -> None:
@@ -318,18 +377,17 @@ class Wire:
                 seen = broken.seen
                 error: APIError = broken.error
             except APIStatusError as exc:
-                if not _should_retry_status_code(exc):
+                if not self.policy.is_transient(exc):
                     raise
                 error = exc
-            if attempt >= self._config.max_retries:
+            if attempt >= self.policy.max_retries:
                 raise error
-            delay = _backoff(attempt, None)
+            delay = self.policy.call_delay(attempt)
             attempt += 1
-            emit(
-                self._config.event_hook,
-                BatchEvent(kind="retry", detail=f"download {file_id} attempt {attempt}: {error}"),
+            self._events.emit(
+                BatchEvent(kind="retry", detail=f"download {file_id} attempt {attempt}: {error}")
             )
-            await anyio.sleep(delay)
+            await self.policy.sleep(delay)
 
     async def _stream_once(
         self, file_id: str, sink: LineSink, seen: int, server_offset: bool
@@ -375,17 +433,18 @@ class Wire:
                         sink(pending)
                 return seen, incomplete
         except httpx.TimeoutException as exc:
-            raise _StreamBroken(seen, APITimeoutError(f"download {file_id}: timed out")) from exc
+            raise _StreamBroken(
+                seen,
+                APITimeoutError(f"{self._base} did not answer in time: download of {file_id}"),
+            ) from exc
         except httpx.TransportError as exc:
             raise _StreamBroken(
-                seen, APIConnectionError(f"download {file_id}: connection error: {exc!r}")
+                seen,
+                APIConnectionError(
+                    f"could not reach {self._base}: {_connection_reason(exc)} "
+                    f"(download of {file_id})"
+                ),
             ) from exc
-
-
-def _should_retry_status_code(error: APIStatusError) -> bool:
-    if error.response is not None:
-        return _should_retry_status(error.response)
-    return error.status_code in _RETRYABLE_STATUS or error.status_code >= 500
 
 
 class _StreamBroken(Exception):
@@ -395,19 +454,54 @@ class _StreamBroken(Exception):
         self.error = error
 
 
+def _unexpected(response: httpx.Response, expected: str, got: str) -> APIResponseValidationError:
+    request = response.request
+    return APIResponseValidationError(
+        f"{request.method} {request.url} answered {response.status_code} with {got}; "
+        f"expected {expected} (is base_url an OpenAI-compatible API?)",
+        status_code=response.status_code,
+        response=response,
+        request=request,
+    )
+
+
 def _parse_json_object(response: httpx.Response) -> dict[str, Any]:
     try:
         data = response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise APIStatusError(
-            f"expected a JSON object, got {response.text[:200]!r}",
-            status_code=response.status_code,
-            response=response,
-        ) from exc
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        kind = response.headers.get("content-type", "no content type").split(";")[0]
+        raise _unexpected(response, "a JSON object", f"{kind} {response.text[:120]!r}") from None
     if not isinstance(data, dict):
-        raise APIStatusError(
-            f"expected a JSON object, got {type(data).__name__}",
-            status_code=response.status_code,
-            response=response,
-        )
+        raise _unexpected(response, "a JSON object", f"a JSON {type(data).__name__}")
     return data
+
+
+def _has_id(data: Mapping[str, Any]) -> bool:
+    value = data.get("id")
+    return isinstance(value, str) and bool(value)
+
+
+def _batch_from(data: dict[str, Any]) -> Batch:
+    return Batch.from_dict(data)
+
+
+def _file_from(data: dict[str, Any]) -> FileObject:
+    return FileObject.from_dict(data)
+
+
+def _parse_batch(response: httpx.Response) -> Batch:
+    data = _parse_json_object(response)
+    if not _has_id(data):
+        raise _unexpected(
+            response, "a Batch object with an id", f"a JSON object with keys {sorted(data)[:8]}"
+        )
+    return _batch_from(data)
+
+
+def _parse_file(response: httpx.Response) -> FileObject:
+    data = _parse_json_object(response)
+    if not _has_id(data):
+        raise _unexpected(
+            response, "a File object with an id", f"a JSON object with keys {sorted(data)[:8]}"
+        )
+    return _file_from(data)

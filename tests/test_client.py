@@ -521,41 +521,6 @@ async def test_batches_in_flight_are_capped() -> None:
     assert max(in_flight) == 1
 
 
-async def test_a_failed_batch_names_the_offending_request() -> None:
-    """Line numbers in ``errors.data`` map to the request on that line (1-based, file order).
-
-    Our client cannot be made to write an invalid line, so this drives the engine's
-    batch-failure routing directly with the server's error list.
-    """
-    from autobatcher._config import BatcherConfig
-    from autobatcher._engine import Engine, Phase
-    from autobatcher._wire import Wire
-
-    config = BatcherConfig(api_key="k", base_url="http://127.0.0.1:9/v1")
-    wire = Wire(config)
-    engine = Engine(config, wire)
-    slots = [engine.submit("/v1/chat/completions", "m", f"c{i}", b"{}\n", 1) for i in range(3)]
-    job = slots[0].job
-    engine.flush_all()
-    job.order = [slot.custom_id for slot in slots]
-    job.phase = Phase.SUBMITTED
-    job.batch_id = "batch_x"
-    errors = [{"code": "invalid_value", "message": "bad temperature", "param": "body", "line": 2}]
-    engine._fail_batch(job, {"errors": {"object": "list", "data": errors}})
-    first, second, third = (slot.outcome for slot in slots)
-    await wire.aclose()
-    assert isinstance(second, BatchFailedError)
-    assert second.line_error == errors[0]
-    assert "because of this request" in str(second)
-    assert second.custom_id == "c1"
-    for other in (first, third):
-        assert isinstance(other, BatchFailedError)
-        assert other.line_error is None
-        assert "bad temperature" in str(other)
-        assert other.errors == errors
-        assert other.batch_id == "batch_x"
-
-
 async def test_a_users_http_client_is_used_and_never_closed() -> None:
     seen: list[str] = []
 

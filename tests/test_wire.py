@@ -24,7 +24,10 @@ from autobatcher import (
 )
 from autobatcher._config import BatcherConfig
 from autobatcher._jsonl import decode_result, encode_line, extract_custom_id
-from autobatcher._wire import Wire, _backoff
+from autobatcher._retry import RetryPolicy
+from autobatcher._wire import Wire
+
+_backoff = RetryPolicy(max_retries=3).call_delay
 
 pytestmark = pytest.mark.anyio
 

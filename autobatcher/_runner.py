@@ -1,0 +1,509 @@
+"""Running one batch job: upload → create → poll → collect → settle.
+
+The runner advances a :class:`~autobatcher._job.Job` from whatever phase its record says, so
+whoever drives next (another caller in standalone mode, another run) picks it up there. Before
+every call with a side effect (upload, create) the record is marked *unsure*; an attempt that
+finds the flag set looks the file or batch up first, so nothing is paid twice.
+
+What it needs from the engine is the narrow :class:`JobHost` door: whether a hand-over is
+under way, and three notifications (uploaded, finished, a request settled).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import anyio
+
+from ._config import BatcherConfig
+from ._errors import (
+    APIError,
+    BatchCancelledError,
+    BatchExpiredError,
+    BatchFailedError,
+    BatchLostError,
+    InternalError,
+    MissingResultError,
+    NotFoundError,
+)
+from ._events import BatchEvent, EventHub, EventKind
+from ._job import Job, Phase, Slot
+from ._jsonl import extract_custom_id
+from ._retry import Spell
+from ._signals import fire
+from ._wire import LineSink, Wire
+from .types import Batch, FileObject
+
+__all__ = ["RESERVED_METADATA_KEY", "JobHost", "JobRunner", "Stop"]
+
+logger = logging.getLogger("autobatcher")
+
+_TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
+RESERVED_METADATA_KEY = "autobatcher_key"
+#: how far back (seconds) the idempotency look-up reads, before the first create attempt
+_LOOKUP_SLACK = 600.0
+
+
+class Stop(Exception):
+    """A job reached a safe point while its driver is handing over."""
+
+
+class JobHost(Protocol):
+    @property
+    def stopping(self) -> bool:
+        """A hand-over is under way: stop at the next safe point."""
+        ...
+
+    def uploaded(self, job: Job) -> None:
+        """The job's lines are upstream: they no longer count against the intake bound."""
+        ...
+
+    def finished(self, job: Job) -> None:
+        """The job is over (every request settled or abandoned)."""
+        ...
+
+    def settled(self, slot: Slot) -> None:
+        """``slot`` was just given its outcome."""
+        ...
+
+
+class JobRunner:
+    def __init__(self, config: BatcherConfig, wire: Wire, events: EventHub, host: JobHost):
+        self._config = config
+        self._wire = wire
+        self._events = events
+        self._host = host
+
+    # -- the task ---------------------------------------------------------------------------
+
+    async def run(self, job: Job) -> None:
+        """Advance ``job`` until it is done or its driver hands over; never raises but Cancelled."""
+        try:
+            await self._advance_patiently(job)
+        except Stop:
+            pass
+        except anyio.get_cancelled_exc_class():
+            # The driver was cancelled mid-call; the unsure flags are already set, so the next
+            # driver looks the file or batch up before sending anything again.
+            if job.phase == Phase.UPLOADING:
+                job.record.phase = Phase.QUEUED
+            raise
+        except APIError as exc:
+            if job.phase == Phase.SUBMITTED and self._wire.policy.is_transient(exc):
+                self._lose(
+                    job,
+                    f"gave up polling the batch after "
+                    f"{self._config.job_error_budget_seconds:g}s of errors: {exc}",
+                )
+                return
+            # An expected failure (the server said no, or could not be reached): one line.
+            logger.warning("batch job %s (%d requests) failed: %s", job.record.key, job.size, exc)
+            failure = exc
+            self._settle_all(job, lambda cid: failure.for_request(cid, job.record.batch_id))
+            self._event("batch_failed", job, detail=str(exc))
+            self._finish(job)
+        except Exception as exc:
+            logger.exception("batch job %s: internal error", job.record.key)
+            error = InternalError(
+                f"internal error in autobatcher ({type(exc).__name__}: {exc}); please report it"
+            )
+            error.__cause__ = exc
+            self._settle_all(job, lambda cid: error.for_request(cid, job.record.batch_id))
+            self._finish(job)
+
+    async def _advance_patiently(self, job: Job) -> None:
+        """Advance the job; a transient failure of a step is retried within the job's budget.
+
+        Before anything of the job exists upstream, one call's own retries are all the patience
+        there is: a wrong base_url or a dead server reaches the callers in seconds. Once the
+        file is uploaded (or may be), the step is tried again from the phase it reached, until
+        ``job_error_budget_seconds`` of one spell of trouble.
+        """
+        spell = Spell(self._wire.policy)
+        while True:
+            try:
+                await self._advance(job)
+            except APIError as exc:
+                record = job.record
+                if record.phase == Phase.UPLOADING:
+                    record.phase = Phase.QUEUED
+                if record.phase < Phase.UPLOADED and not record.upload_unsure:
+                    raise
+                delay = spell.next_delay(record.phase, exc)
+                if delay is None:
+                    raise
+                if spell.first:
+                    logger.warning(
+                        "batch job %s: %s; trying again for up to %gs",
+                        record.key,
+                        exc,
+                        self._config.job_error_budget_seconds,
+                    )
+                else:
+                    logger.info("batch job %s: %s; trying again in %.2fs", record.key, exc, delay)
+                await self._idle(job, anyio.current_time() + delay * self._wire.policy.sleep_scale)
+            else:
+                return
+
+    async def _idle(self, job: Job, until: float) -> None:
+        """Sleep until ``until`` (loop clock); cut short by hand-over or abandonment."""
+        if self._host.stopping:
+            raise Stop
+        with anyio.CancelScope() as scope:
+            job.idle_scope = scope
+            try:
+                await anyio.sleep_until(until)
+            finally:
+                job.idle_scope = None
+        if self._host.stopping:
+            raise Stop
+
+    def _checkpoint(self) -> None:
+        if self._host.stopping:
+            raise Stop
+
+    async def _advance(self, job: Job) -> None:
+        record = job.record
+        if record.phase == Phase.QUEUED:
+            await self._upload(job)
+        if record.phase == Phase.UPLOADED:
+            await self._create(job)
+        if record.phase == Phase.SUBMITTED:
+            await self._follow(job)
+
+    async def _upload(self, job: Job) -> None:
+        record = job.record
+        if not job.slots:
+            self._finish(job)
+            return
+        wire = self._wire
+        filename = f"{record.key}.jsonl"
+        record.phase = Phase.UPLOADING
+        order = list(job.slots)
+        lines = [slot.line or b"" for slot in job.slots.values()]
+        nbytes = sum(map(len, lines))
+
+        async def find_file() -> FileObject | None:
+            return await wire.find_file(filename, nbytes)
+
+        uploaded = await find_file() if record.upload_unsure else None
+        # Pessimistic until the answer is in hand: a failure or cancellation from here on leaves
+        # the job unsure, and the next attempt looks before uploading again.
+        record.upload_unsure = True
+        if uploaded is None:
+            uploaded = await wire.upload_batch_file(filename, lines, nbytes, reconcile=find_file)
+        record.file_id = uploaded.id
+        record.order = order
+        record.upload_unsure = False
+        record.phase = Phase.UPLOADED
+        for slot in job.slots.values():
+            slot.line = None
+        self._host.uploaded(job)
+        del lines
+        self._checkpoint()
+
+    async def _create(self, job: Job) -> None:
+        record = job.record
+        if not job.slots:
+            await self._discard_file(job)
+            self._finish(job)
+            return
+        config = self._config
+        metadata = dict(config.batch_metadata or {})
+        metadata[RESERVED_METADATA_KEY] = record.key
+        body = {
+            "input_file_id": record.file_id,
+            "endpoint": record.endpoint,
+            "completion_window": config.completion_window,
+            "metadata": metadata,
+        }
+
+        async def find_batch() -> Batch | None:
+            return await self.find_batch(job)
+
+        if not record.created_wall:
+            record.created_wall = time.time()
+        batch = await find_batch() if record.create_unsure else None
+        record.create_unsure = True  # as for the upload: unsure until the batch id is in hand
+        if batch is None:
+            batch = await self._wire.create_batch(body, reconcile=find_batch)
+        record.batch_id = batch.id
+        job.batch = batch
+        record.create_unsure = False
+        record.phase = Phase.SUBMITTED
+        record.next_poll_at = anyio.current_time() + config.poll_interval_seconds
+        self._event("batch_submitted", job)
+        self._checkpoint()
+
+    async def _discard_file(self, job: Job) -> None:
+        if job.record.file_id is None:
+            return
+        try:
+            await self._wire.delete_file(job.record.file_id)
+        except APIError as exc:
+            logger.info("could not delete unused file %s: %s", job.record.file_id, exc)
+
+    async def find_batch(self, job: Job) -> Batch | None:
+        """Look our idempotency key up among the newest batches (after an ambiguous create)."""
+        record = job.record
+        found = await self._wire.find_batch(
+            RESERVED_METADATA_KEY,
+            record.key,
+            not_older_than=record.created_wall - _LOOKUP_SLACK,
+        )
+        if found is not None:
+            logger.info("adopted batch %s for %s after an unsure create", found.id, record.key)
+        return found
+
+    async def _follow(self, job: Job) -> None:
+        """Poll until the batch ends, reading partial results where the server offers them.
+
+        The time of the next poll lives in the record: a driver that hands over and the one
+        that takes over keep the same schedule.
+        """
+        config = self._config
+        record = job.record
+        assert record.batch_id is not None
+        last_seen: tuple[object, ...] | None = None
+        while True:
+            batch = job.batch
+            status = batch.status if batch is not None else None
+            snapshot = (status, _counts(batch))
+            if snapshot != last_seen:
+                if last_seen is not None:
+                    kind: EventKind = (
+                        "batch_finalizing" if status == "finalizing" else "batch_progress"
+                    )
+                    self._event(kind, job)
+                last_seen = snapshot
+            if batch is not None and status in _TERMINAL:
+                await self._collect(job, batch)
+                return
+            if job.abandoned and not job.slots:
+                await self._cancel_abandoned(job)
+                return
+            if batch is not None and config.fetch_partial_results and status != "validating":
+                await self._read_partial(job, batch)
+                if job.abandoned and not job.slots:
+                    continue
+            if record.next_poll_at is None:
+                record.next_poll_at = anyio.current_time() + config.poll_interval_seconds
+            await self._idle(job, record.next_poll_at)
+            if job.abandoned and not job.slots:
+                continue
+            try:
+                job.batch = await self._wire.retrieve_batch(record.batch_id)
+            except NotFoundError as exc:
+                self._lose(job, f"the batch disappeared while running: {exc.message}")
+                return
+            # (after a failed poll the job's retry delay decides when to try again)
+            record.next_poll_at = anyio.current_time() + config.poll_interval_seconds
+
+    async def _read_partial(self, job: Job, batch: Batch) -> None:
+        """Partial results (Doubleword): the files exist while the batch runs; read new lines."""
+        output_id = batch.output_file_id
+        error_id = batch.error_file_id
+        if not output_id and not error_id:
+            return
+        record = job.record
+        record.partial = True
+        route = self._router(job)
+        try:
+            if output_id:
+                record.output_seen, _ = await self._wire.stream_lines(
+                    str(output_id), route, offset=record.output_seen, server_offset=True
+                )
+            if error_id:
+                record.error_seen, _ = await self._wire.stream_lines(
+                    str(error_id), route, offset=record.error_seen, server_offset=True
+                )
+        except APIError as exc:
+            logger.info("partial read of %s failed (%s); will retry", record.batch_id, exc)
+
+    async def _cancel_abandoned(self, job: Job) -> None:
+        record = job.record
+        if not record.cancel_sent and record.batch_id is not None:
+            record.cancel_sent = True
+            try:
+                await self._wire.cancel_batch(record.batch_id)
+                self._event("batch_cancelled", job, detail="every caller left")
+            except APIError as exc:
+                logger.warning("could not cancel abandoned batch %s: %s", record.batch_id, exc)
+        self._finish(job)
+
+    # -- results --------------------------------------------------------------------------------
+
+    def _router(self, job: Job) -> LineSink:
+        slots = job.slots
+        host = self._host
+
+        def route(line: bytes) -> None:
+            custom_id = extract_custom_id(line)
+            if custom_id is None:
+                logger.warning(
+                    "result line without custom_id in %s: %.200r", job.record.batch_id, line
+                )
+                return
+            slot = slots.pop(custom_id, None)
+            if slot is None:  # a caller that left, a duplicate line, or not ours
+                return
+            slot.outcome = line
+            fire(slot.signal)
+            host.settled(slot)
+
+        return route
+
+    async def _collect(self, job: Job, batch: Batch) -> None:
+        record = job.record
+        status = batch.status
+        batch_id = record.batch_id
+        if status == "failed":
+            self._fail_batch(job, batch)
+            self._event("batch_failed", job)
+            self._finish(job)
+            return
+        route = self._router(job)
+        server_offset = record.partial
+        if batch.output_file_id and job.slots:
+            record.output_seen, _ = await self._wire.stream_lines(
+                batch.output_file_id, route, offset=record.output_seen, server_offset=server_offset
+            )
+        if batch.error_file_id and job.slots:
+            record.error_seen, _ = await self._wire.stream_lines(
+                batch.error_file_id, route, offset=record.error_seen, server_offset=server_offset
+            )
+        make_error: Callable[[str], BaseException]
+        if status == "expired":
+            make_error = lambda cid: BatchExpiredError(  # noqa: E731
+                "the batch's completion window elapsed before this request ran",
+                code="batch_expired",
+                custom_id=cid,
+                batch_id=batch_id,
+            )
+            kind: EventKind = "batch_expired"
+        elif status == "cancelled":
+            make_error = lambda cid: BatchCancelledError(  # noqa: E731
+                "the batch was cancelled before this request ran",
+                code="batch_cancelled",
+                custom_id=cid,
+                batch_id=batch_id,
+            )
+            kind = "batch_cancelled"
+        else:
+            make_error = lambda cid: MissingResultError(  # noqa: E731
+                "the batch completed without any result line for this request",
+                custom_id=cid,
+                batch_id=batch_id,
+            )
+            kind = "batch_completed"
+        self._settle_all(job, make_error)
+        self._event(kind, job)
+        self._finish(job)
+
+    def _fail_batch(self, job: Job, batch: Batch) -> None:
+        raw_errors = batch.to_dict().get("errors")
+        raw = raw_errors.get("data") if isinstance(raw_errors, dict) else None
+        errors: list[dict[str, Any]] = (
+            [e for e in raw if isinstance(e, dict)] if isinstance(raw, list) else []
+        )
+        order = job.record.order
+        by_custom_id: dict[str, dict[str, Any]] = {}
+        for entry in errors:
+            line = entry.get("line")
+            if isinstance(line, int) and 1 <= line <= len(order):
+                by_custom_id.setdefault(order[line - 1], entry)
+        first = errors[0] if errors else {}
+        summary = (
+            "; ".join(
+                f"{e.get('code')}: {e.get('message')}"
+                + (f" (line {e['line']})" if e.get("line") else "")
+                for e in errors[:5]
+            )
+            or "no reason given"
+        )
+
+        def error_for(custom_id: str) -> BaseException:
+            own = by_custom_id.get(custom_id)
+            if own is not None:
+                message = f"the batch failed because of this request: {own.get('message')}"
+                code = own.get("code")
+            else:
+                message = f"the batch failed: {summary}"
+                code = first.get("code")
+            return BatchFailedError(
+                message,
+                errors=errors,
+                line_error=own,
+                code=code if isinstance(code, str) else None,
+                custom_id=custom_id,
+                batch_id=job.record.batch_id,
+            )
+
+        logger.warning("batch %s (%d requests) failed: %s", job.record.batch_id, job.size, summary)
+        self._settle_all(job, error_for)
+
+    def _lose(self, job: Job, message: str) -> None:
+        batch_id = job.record.batch_id
+        logger.warning("batch %s: %s", batch_id, message)
+        self._settle_all(job, lambda cid: BatchLostError(message, custom_id=cid, batch_id=batch_id))
+        self._event("batch_failed", job, detail=message)
+        self._finish(job)
+
+    def _settle_all(self, job: Job, make_error: Callable[[str], BaseException]) -> None:
+        settle_all(job, make_error, self._host)
+
+    def _finish(self, job: Job) -> None:
+        job.record.phase = Phase.DONE
+        job.batch = None
+        self._host.finished(job)
+
+    def _event(self, kind: EventKind, job: Job, *, detail: str | None = None) -> None:
+        if not self._events.wanted:
+            return
+        batch = job.batch
+        counts = batch.request_counts if batch is not None else None
+        self._events.emit(
+            BatchEvent(
+                kind=kind,
+                batch_id=job.record.batch_id,
+                endpoint=job.record.endpoint,
+                model=job.record.model,
+                status=batch.status if batch is not None else None,
+                requests=job.size,
+                request_counts=_counts_dict(counts),
+                elapsed=anyio.current_time() - job.flushed_at,
+                detail=detail,
+            )
+        )
+
+
+def settle_all(job: Job, make_error: Callable[[str], BaseException], host: JobHost) -> None:
+    """Give every request still waiting on ``job`` its own error, and wake it."""
+    slots = job.slots
+    while slots:
+        custom_id, slot = slots.popitem()
+        slot.outcome = make_error(custom_id)
+        slot.line = None
+        fire(slot.signal)
+        host.settled(slot)
+
+
+def _counts(batch: Batch | None) -> tuple[object, ...]:
+    counts = batch.request_counts if batch is not None else None
+    if counts is None:
+        return ()
+    if isinstance(counts, dict):
+        return (counts.get("total"), counts.get("completed"), counts.get("failed"))
+    return (counts.total, counts.completed, counts.failed)
+
+
+def _counts_dict(counts: object) -> dict[str, int] | None:
+    if counts is None:
+        return None
+    if isinstance(counts, dict):
+        return dict(counts)
+    to_dict = getattr(counts, "to_dict", None)
+    return dict(to_dict()) if callable(to_dict) else None
