@@ -6,14 +6,14 @@ fields (``obj.new_field``, ``obj.model_extra``) and the server's JSON back
 (``to_dict()``, ``model_dump()``, ``model_dump_json()``). See ``_base`` for the design.
 """
 
-from ._base import BaseModel, GenericObject
+from ._base import BaseModel, FieldInfo, GenericObject
 from ._batches import (
     Batch,
     BatchError,
     BatchErrors,
+    BatchInputTokensDetails,
     BatchRequestCounts,
     BatchUsage,
-    InputTokensDetails,
     OutputTokensDetails,
 )
 from ._chat import (
@@ -48,17 +48,24 @@ from ._moderations import (
     ModerationCreateResponse,
 )
 from ._responses import (
+    FunctionTool,
     IncompleteDetails,
+    InputTokensDetails,
+    Reasoning,
     ReasoningText,
     Response,
     ResponseCustomToolCall,
     ResponseError,
+    ResponseFormatJSONObject,
+    ResponseFormatText,
+    ResponseFormatTextJSONSchemaConfig,
     ResponseFunctionToolCall,
     ResponseOutputItem,
     ResponseOutputMessage,
     ResponseOutputRefusal,
     ResponseOutputText,
     ResponseReasoningItem,
+    ResponseTextConfig,
     ResponseUsage,
 )
 
@@ -69,6 +76,7 @@ __all__ = [
     "Batch",
     "BatchError",
     "BatchErrors",
+    "BatchInputTokensDetails",
     "BatchRequestCounts",
     "BatchUsage",
     "Categories",
@@ -92,10 +100,12 @@ __all__ = [
     "Custom",
     "Embedding",
     "EmbeddingUsage",
+    "FieldInfo",
     "FileDeleted",
     "FileObject",
     "Function",
     "FunctionCall",
+    "FunctionTool",
     "GenericObject",
     "IncompleteDetails",
     "InputTokensDetails",
@@ -104,16 +114,21 @@ __all__ = [
     "ModerationCreateResponse",
     "OutputTokensDetails",
     "PromptTokensDetails",
+    "Reasoning",
     "ReasoningText",
     "Response",
     "ResponseCustomToolCall",
     "ResponseError",
+    "ResponseFormatJSONObject",
+    "ResponseFormatText",
+    "ResponseFormatTextJSONSchemaConfig",
     "ResponseFunctionToolCall",
     "ResponseOutputItem",
     "ResponseOutputMessage",
     "ResponseOutputRefusal",
     "ResponseOutputText",
     "ResponseReasoningItem",
+    "ResponseTextConfig",
     "ResponseUsage",
     "TopLogprob",
 ]

@@ -10,7 +10,7 @@ __all__ = ["CreateEmbeddingResponse", "Embedding", "EmbeddingUsage"]
 
 
 @parsed
-@attrs.define(eq=False, weakref_slot=False)
+@attrs.define(eq=False, weakref_slot=False, kw_only=True)
 class Embedding(BaseModel):
     """One embedding vector (a base64 ``str`` when ``encoding_format="base64"`` was sent)."""
 
@@ -20,7 +20,7 @@ class Embedding(BaseModel):
 
 
 @parsed
-@attrs.define(eq=False, weakref_slot=False)
+@attrs.define(eq=False, weakref_slot=False, kw_only=True)
 class EmbeddingUsage(BaseModel):
     """Token usage of an embeddings call (the SDK's ``create_embedding_response.Usage``)."""
 
@@ -29,7 +29,7 @@ class EmbeddingUsage(BaseModel):
 
 
 @parsed
-@attrs.define(eq=False, weakref_slot=False)
+@attrs.define(eq=False, weakref_slot=False, kw_only=True)
 class CreateEmbeddingResponse(BaseModel):
     """What ``client.embeddings.create(...)`` returns."""
 

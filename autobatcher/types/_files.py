@@ -10,7 +10,7 @@ __all__ = ["FileDeleted", "FileObject"]
 
 
 @parsed
-@attrs.define(eq=False, weakref_slot=False)
+@attrs.define(eq=False, weakref_slot=False, kw_only=True)
 class FileObject(BaseModel):
     """An uploaded file (``client.files.create/retrieve``)."""
 
@@ -26,7 +26,7 @@ class FileObject(BaseModel):
 
 
 @parsed
-@attrs.define(eq=False, weakref_slot=False)
+@attrs.define(eq=False, weakref_slot=False, kw_only=True)
 class FileDeleted(BaseModel):
     """What ``client.files.delete(...)`` returns."""
 
