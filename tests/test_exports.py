@@ -24,6 +24,7 @@ EXPECTED = {
     "BatcherConfig",
     "ClientClosedError",
     "ConflictError",
+    "InternalError",
     "InternalServerError",
     "MissingResultError",
     "NotFoundError",
