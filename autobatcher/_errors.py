@@ -356,8 +356,11 @@ def make_status_error(
     ``error`` object when there is one, and ``message`` is ``"Error code: N - <message>"``.
     ``request_id`` defaults to the response's ``x-request-id`` header.
     """
-    # The SDK: ``data = body.get("error", body)``; the message is ``data["message"]``.
+    # The SDK: ``data = body.get("error", body)``; the message is ``data["message"]``; a
+    # text body is kept stripped.
     data = body.get("error", body) if isinstance(body, Mapping) else body
+    if isinstance(data, str):
+        data = data.strip()
     message = f"Error code: {status_code}"
     code = param = err_type = None
     if isinstance(data, Mapping):
@@ -367,10 +370,10 @@ def make_status_error(
         code = _str_or_none(data.get("code"))
         param = _str_or_none(data.get("param"))
         err_type = _str_or_none(data.get("type"))
-    elif isinstance(data, str) and data.strip():
+    elif isinstance(data, str) and data:
         # Not the SDK's habit (it leaves text bodies out of the message), but a compatible
         # server's plain-text error is the only explanation there is.
-        message += f" - {data.strip()[:2000]}"
+        message += f" - {data[:2000]}"
     request = None
     if response is not None:
         if request_id is None:

@@ -524,12 +524,18 @@ class BaseModel:
 
     @property
     def model_fields_set(self) -> set[str]:
-        """Names of the declared fields present in the server's JSON."""
+        """Names of the fields the server sent: declared ones present, and unknown ones.
+
+        Like pydantic (unknown fields count as set); a model built from keywords has every
+        declared field set.
+        """
         raw = self._raw
         info = _info(type(self))
         if raw is None:
             return set(info.field_names)
-        return {n for n, k in info.pairs if k in raw}
+        fields = {n for n, k in info.pairs if k in raw}
+        fields.update(k for k in raw if k not in info.keys)
+        return fields
 
     # -- serialisation ----------------------------------------------------------------
     #

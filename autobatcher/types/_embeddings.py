@@ -36,4 +36,4 @@ class CreateEmbeddingResponse(BaseModel):
     data: list[Embedding] = attrs.field(metadata=objs(Embedding, required=True))
     model: str
     object: str = "list"
-    usage: EmbeddingUsage | None = attrs.field(default=None, metadata=obj(EmbeddingUsage))
+    usage: EmbeddingUsage = attrs.field(metadata=obj(EmbeddingUsage))

@@ -20,7 +20,7 @@ class FileObject(BaseModel):
     filename: str
     object: str = "file"
     purpose: str = "batch"
-    status: str | None = None
+    status: str
     expires_at: int | None = None
     status_details: str | None = None
 

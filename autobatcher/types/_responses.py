@@ -13,15 +13,20 @@ import attrs
 
 from ._base import BaseModel, GenericObject, each, generic, key, obj, objs, parsed, via
 from ._batches import OutputTokensDetails
-from ._chat import ChatCompletionTokenLogprob
 
 __all__ = [
+    "AnnotationContainerFileCitation",
+    "AnnotationFileCitation",
+    "AnnotationFilePath",
     "FunctionTool",
     "IncompleteDetails",
     "InputTokensDetails",
+    "Logprob",
+    "LogprobTopLogprob",
     "Reasoning",
     "ReasoningText",
     "Response",
+    "ResponseAnnotationURLCitation",
     "ResponseCustomToolCall",
     "ResponseError",
     "ResponseFormatJSONObject",
@@ -32,29 +37,120 @@ __all__ = [
     "ResponseOutputMessage",
     "ResponseOutputRefusal",
     "ResponseOutputText",
+    "ResponseOutputTextAnnotation",
     "ResponseReasoningItem",
     "ResponseTextConfig",
     "ResponseUsage",
 ]
 
 
-def _generic_item(item: Any) -> Any:
-    return GenericObject(_raw=item) if item.__class__ is dict else item
+@parsed
+@attrs.define(eq=False, weakref_slot=False, kw_only=True)
+class AnnotationFileCitation(BaseModel):
+    """A ``file_citation`` annotation of an ``output_text`` part."""
+
+    file_id: str
+    filename: str
+    index: int
+    type: str = "file_citation"
+
+
+@parsed
+@attrs.define(eq=False, weakref_slot=False, kw_only=True)
+class ResponseAnnotationURLCitation(BaseModel):
+    """A ``url_citation`` annotation of an ``output_text`` part.
+
+    The SDK's ``responses.response_output_text.AnnotationURLCitation`` (the chat message's
+    citation, :class:`AnnotationURLCitation`, has no ``type``).
+    """
+
+    end_index: int
+    start_index: int
+    title: str
+    type: str = "url_citation"
+    url: str
+
+
+@parsed
+@attrs.define(eq=False, weakref_slot=False, kw_only=True)
+class AnnotationContainerFileCitation(BaseModel):
+    """A ``container_file_citation`` annotation of an ``output_text`` part."""
+
+    container_id: str
+    end_index: int
+    file_id: str
+    filename: str
+    start_index: int
+    type: str = "container_file_citation"
+
+
+@parsed
+@attrs.define(eq=False, weakref_slot=False, kw_only=True)
+class AnnotationFilePath(BaseModel):
+    """A ``file_path`` annotation of an ``output_text`` part."""
+
+    file_id: str
+    index: int
+    type: str = "file_path"
+
+
+_ANNOTATION_PARSERS: dict[Any, Any] = {
+    "file_citation": AnnotationFileCitation.from_dict,
+    "url_citation": ResponseAnnotationURLCitation.from_dict,
+    "container_file_citation": AnnotationContainerFileCitation.from_dict,
+    "file_path": AnnotationFilePath.from_dict,
+}
+
+ResponseOutputTextAnnotation = (
+    AnnotationFileCitation
+    | ResponseAnnotationURLCitation
+    | AnnotationContainerFileCitation
+    | AnnotationFilePath
+    | GenericObject
+)
+
+
+def _annotation(item: Any) -> Any:
+    if item.__class__ is not dict:
+        return item
+    parse = _ANNOTATION_PARSERS.get(item.get("type"))
+    return GenericObject(_raw=item) if parse is None else parse(item)
+
+
+@parsed
+@attrs.define(eq=False, weakref_slot=False, kw_only=True)
+class LogprobTopLogprob(BaseModel):
+    """One alternative of an ``output_text`` token (``bytes`` required, unlike chat's)."""
+
+    token: str
+    bytes: list[int]
+    logprob: float
+
+
+@parsed
+@attrs.define(eq=False, weakref_slot=False, kw_only=True)
+class Logprob(BaseModel):
+    """The log probability of one ``output_text`` token."""
+
+    token: str
+    bytes: list[int]
+    logprob: float
+    top_logprobs: list[LogprobTopLogprob] = attrs.field(
+        factory=list, metadata=objs(LogprobTopLogprob, required=True)
+    )
 
 
 @parsed
 @attrs.define(eq=False, weakref_slot=False, kw_only=True)
 class ResponseOutputText(BaseModel):
-    """An ``output_text`` content part; ``annotations`` are :class:`GenericObject`."""
+    """An ``output_text`` content part (``text``, typed ``annotations``, ``logprobs``)."""
 
-    annotations: list[GenericObject] = attrs.field(
-        factory=list, metadata=each(_generic_item, required=True)
+    annotations: list[ResponseOutputTextAnnotation] = attrs.field(
+        factory=list, metadata=each(_annotation, required=True)
     )
     text: str
     type: str = "output_text"
-    logprobs: list[ChatCompletionTokenLogprob] | None = attrs.field(
-        default=None, metadata=objs(ChatCompletionTokenLogprob)
-    )
+    logprobs: list[Logprob] | None = attrs.field(default=None, metadata=objs(Logprob))
 
 
 @parsed
@@ -89,7 +185,7 @@ class ResponseOutputMessage(BaseModel):
         metadata=each(_content, required=True)
     )
     role: str = "assistant"
-    status: str | None = None
+    status: str
     type: str = "message"
     phase: str | None = None
 
