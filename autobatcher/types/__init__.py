@@ -2,8 +2,9 @@
 
 Every model is built from the server's parsed JSON with ``Model.from_dict(data)`` and
 offers SDK-style attribute access (``completion.choices[0].message.content``), unknown
-fields (``obj.new_field``, ``obj.model_extra``) and the server's JSON back
-(``to_dict()``, ``model_dump()``, ``model_dump_json()``). See ``_base`` for the design.
+fields (``obj.new_field``, ``obj.model_extra``), the server's JSON back (``to_dict()``,
+``to_json()``) and the SDK's dumps (``model_dump()``, ``model_dump_json()``: every declared
+field, ``None`` where the server sent nothing). See ``_base`` for the design.
 """
 
 from ._base import BaseModel, FieldInfo, GenericObject

@@ -2,9 +2,9 @@
 
 Design
 ------
-Every model is an ``@attrs.define(slots=True)`` class (declared as shown in
-:func:`parsed`): slotted, and mutable like the openai SDK's pydantic models. Mutable
-rather than ``@attrs.frozen`` because
+Every model is an ``@attrs.define(slots=True, kw_only=True)`` class (declared as shown in
+:func:`parsed`): slotted, keyword-only and mutable like the openai SDK's pydantic models,
+with the SDK's fields in the SDK's order. Mutable rather than ``@attrs.frozen`` because
 
 * it is what the SDK does: code written against ``AsyncOpenAI`` may assign attributes
   (``msg.content = msg.content.strip()``) and must keep working;
@@ -14,10 +14,21 @@ rather than ``@attrs.frozen`` because
   the attrs ``__init__``, and ~2.5 us with the generated slot-storing ``from_dict`` below.
 
 Each model keeps a reference to the parsed JSON it came from (``_raw``; never copied at
-construction). ``to_dict()`` starts from that JSON, so the server's body round-trips
-unchanged, unknown fields and key order included; a declared attribute reassigned since
-construction (detected by identity) replaces the server's value, so ``to_dict()`` never
-disagrees with the attributes.
+construction). Dumps are computed from it, the way the SDK's pydantic models dump:
+
+* ``to_dict()`` / ``to_json()`` (the SDK's defaults: JSON keys, only what was sent) give
+  back the server's body (equal as data, unknown fields included; keys in the SDK's
+  order: declared fields, then unknown ones);
+* ``model_dump()`` / ``model_dump_json()`` give every declared field (``None`` for what
+  the server left out) under its attribute name, then the unknown fields; ``exclude_*``,
+  ``by_alias``, ``include``/``exclude`` behave as pydantic's. The ``None`` defaults are
+  produced here, at dump time, not stored at construction;
+* a declared attribute reassigned since construction (detected by identity) replaces the
+  server's value, so no dump ever disagrees with the attributes.
+
+The parts the SDK types in depth but autobatcher keeps as :class:`GenericObject`
+(uncommon output items and tools, ``prompt``, ...) dump exactly the keys the server sent;
+the SDK would add its declared-but-absent fields there as ``None``.
 
 Cost model (``from_dict`` runs once per request, tens of thousands of times):
 
@@ -473,8 +484,10 @@ class BaseModel:
 
     * ``from_dict(data)`` / ``model_validate(data)``: build from the server's parsed JSON;
     * unknown server fields: ``obj.some_new_field`` (raw value) and ``obj.model_extra``;
-    * ``to_dict()`` / ``model_dump()`` / ``model_dump_json()`` / ``to_json()``: the
-      server's JSON (a fresh copy each call; unchanged unless you assigned attributes);
+    * ``to_dict()`` / ``to_json()``: the server's JSON; ``model_dump()`` /
+      ``model_dump_json()``: every field, as the SDK dumps it (fresh copies each call);
+    * ``model_fields``, ``model_fields_set``, ``model_copy()``, iteration over
+      ``(name, value)`` pairs, as pydantic's;
     * equality by value (known fields, then unknown fields); no hashing (like the SDK).
     """
 

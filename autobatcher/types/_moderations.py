@@ -1,7 +1,8 @@
 """Moderations: ``ModerationCreateResponse`` (mirrors ``openai.types.ModerationCreateResponse``).
 
 Category names containing ``/`` or ``-`` in the JSON (``"self-harm/intent"``) are exposed
-under the SDK's attribute names (``self_harm_intent``); ``to_dict()`` keeps the JSON keys.
+under the SDK's attribute names (``self_harm_intent``): ``model_dump()`` uses them, like the
+SDK's; ``to_dict()`` and ``model_dump(by_alias=True)`` use the JSON keys.
 """
 
 from __future__ import annotations
