@@ -105,7 +105,7 @@ def each(parse: Callable[[Any], Any], *, required: bool = False) -> dict[str, An
 
 
 def via(parse: Callable[[Any], Any]) -> dict[str, Any]:
-    """Field metadata: the value (possibly None) goes through ``parse``."""
+    """Field metadata: the value goes through ``parse`` (None is stored as None)."""
     return {"parse": ("via", parse)}
 
 
@@ -129,11 +129,12 @@ def _compile_from_dict(cls: type[Any]) -> classmethod[Any, Any, Any]:
             lines.append(f"    {target} = g({k!r})")
             continue
         kind = parse[0]
-        if kind == "via":
-            ns[f"F{i}"] = parse[1]
-            lines.append(f"    {target} = F{i}(g({k!r}))")
-            continue
         lines.append(f"    v = g({k!r})")
+        if kind == "via":
+            # Usually absent (request echoes, newer fields): skip the call for None.
+            ns[f"F{i}"] = parse[1]
+            lines.append(f"    {target} = v if v is None else F{i}(v)")
+            continue
         if kind == "obj":
             ns[f"C{i}"] = parse[1]
             ns[f"F{i}"] = parse[1].from_dict
@@ -676,14 +677,20 @@ class BaseModel:
                     continue  # not sent, not assigned since
             elif options.exclude_unset and value is None:
                 continue  # built from keywords: None is taken as "not given"
-            if value is None and (
-                options.exclude_none or (options.exclude_defaults and name in optional)
-            ):
+            if value is None:
+                if options.exclude_none or (options.exclude_defaults and name in optional):
+                    continue
+                if include is None and exclude is None:
+                    out[json_key if options.by_alias else name] = None
+                    continue
+            if include is None and exclude is None:
+                out[json_key if options.by_alias else name] = _dump_value(
+                    value, options, None, None
+                )
                 continue
             picked = _pick(name, include, exclude)
-            if picked is None:
-                continue
-            out[json_key if options.by_alias else name] = _dump_value(value, options, *picked)
+            if picked is not None:
+                out[json_key if options.by_alias else name] = _dump_value(value, options, *picked)
         if raw is not None:
             keys = info.keys
             for json_key, value in raw.items():
