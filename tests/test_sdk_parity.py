@@ -428,6 +428,23 @@ def test_model_copy_is_the_sdks(case: str) -> None:
     assert ours.model_copy() == ours
 
 
+@pytest.mark.parametrize("case", list(CASES))
+def test_model_validate_json_is_the_sdks(case: str) -> None:
+    ours_cls, theirs_cls, body = CASES[case]
+    text = json.dumps(body)
+    ours = ours_cls.model_validate_json(text.encode())
+    theirs = theirs_cls.model_validate_json(text, strict=None)
+    assert_same(ours.model_dump(), theirs.model_dump())
+    assert ours == ours_cls.model_validate(body, strict=None, context={"unused": True})
+
+
+def test_model_validate_json_rejects_what_is_not_an_object() -> None:
+    with pytest.raises(TypeError, match=r"ChatCompletion\.from_dict\(\) needs a mapping"):
+        t.ChatCompletion.model_validate_json("[1, 2]")
+    with pytest.raises(ValueError, match="Expecting value"):
+        t.ChatCompletion.model_validate_json("not json")
+
+
 def test_model_copy_shares_or_not_like_pydantic() -> None:
     ours, theirs = _both("chat")
     shallow, deep = ours.model_copy(), ours.model_copy(deep=True)

@@ -506,9 +506,32 @@ class BaseModel:
         raise NotImplementedError(f"{cls.__name__} has no from_dict")
 
     @classmethod
-    def model_validate(cls: type[_M], obj: Mapping[str, Any]) -> _M:
-        """Alias of :meth:`from_dict` (pydantic / openai SDK spelling)."""
+    def model_validate(
+        cls: type[_M],
+        obj: Mapping[str, Any],
+        *,
+        strict: bool | None = None,
+        context: Any = None,
+    ) -> _M:
+        """:meth:`from_dict` under pydantic's name; nothing is validated (see the module doc).
+
+        ``strict`` and ``context`` are accepted so SDK-style calls work, and change nothing.
+        """
+        del strict, context
         return cls.from_dict(obj)
+
+    @classmethod
+    def model_validate_json(
+        cls: type[_M],
+        json_data: str | bytes | bytearray,
+        *,
+        strict: bool | None = None,
+        context: Any = None,
+    ) -> _M:
+        """Build from JSON text (pydantic's name); a JSON value that is not an object is a
+        ``TypeError``, malformed JSON a ``ValueError``."""
+        del strict, context
+        return cls.from_dict(json.loads(json_data))
 
     @classmethod
     def construct(cls: type[_M], **fields: Any) -> _M:
