@@ -8,6 +8,7 @@ Names mirror the openai SDK's where the meaning is the same, so code that catche
      ├── UnsupportedParameterError   a keyword a batch cannot honour (stream=True); also ValueError
      ├── RequestTooLargeError        one request is larger than a whole batch; also ValueError
      └── APIError                    a request did not get its answer from the API
+          │                          (every one: .for_request(custom_id, batch_id), see below)
           ├── InternalError          a bug in autobatcher, not a server problem: please report it
           ├── APIConnectionError     the server could not be reached, or the connection broke
           │    └── APITimeoutError   … because a timeout elapsed
@@ -39,8 +40,9 @@ HTTP answer): ``message`` is ``"Error code: 400 - <error.message>"`` (just ``"Er
 400"`` when the JSON carries no message), ``body`` is the inner ``error`` object of the JSON
 (the whole body when there is none), and ``code``/``param``/``type`` are read from it;
 ``status_code`` and ``request_id`` (the ``x-request-id`` header) as sent. One deliberate
-difference: a plain-text body (some compatible servers) is appended to ``message``, where the
-SDK keeps it only in ``body``. Status errors from a batch line are built the same way from
+difference: an error given as text (a plain-text body, or ``{"error": "some text"}``, as
+some compatible servers send) is appended to ``message``, where the SDK keeps it only in
+``body``. Status errors from a batch line are built the same way from
 the line's ``response``; their ``response`` is ``None`` (there was no HTTP response of their
 own) and ``request_id`` is the line's.
 """

@@ -588,6 +588,11 @@ def test_plain_text_status_error_keeps_the_text_in_the_message() -> None:
     assert theirs.message == "Error code: 502"
     assert ours.message == "Error code: 502 - Bad gateway"
     assert (ours.code, ours.param, ours.type) == (theirs.code, theirs.param, theirs.type)
+    # The same for an error object that is just text.
+    content = json.dumps({"error": "No such model"}).encode()
+    ours, theirs = _our_error(404, content, {}), _sdk_error(404, content, {})
+    assert ours.body == theirs.body == "No such model"
+    assert (theirs.message, ours.message) == ("Error code: 404", "Error code: 404 - No such model")
 
 
 def test_connection_errors_are_the_sdks() -> None:
