@@ -9,6 +9,7 @@ from ._config import BatcherConfig
 from ._errors import (
     APIConnectionError,
     APIError,
+    APIResponseValidationError,
     APIStatusError,
     APITimeoutError,
     AuthenticationError,
@@ -22,6 +23,8 @@ from ._errors import (
     BatchRequestError,
     ClientClosedError,
     ConflictError,
+    EventLoopError,
+    InternalError,
     InternalServerError,
     MissingResultError,
     NotFoundError,
@@ -38,6 +41,7 @@ from ._version import __version__
 __all__ = [
     "APIConnectionError",
     "APIError",
+    "APIResponseValidationError",
     "APIStatusError",
     "APITimeoutError",
     "AuthenticationError",
@@ -54,6 +58,8 @@ __all__ = [
     "BatcherConfig",
     "ClientClosedError",
     "ConflictError",
+    "EventLoopError",
+    "InternalError",
     "InternalServerError",
     "MissingResultError",
     "NotFoundError",

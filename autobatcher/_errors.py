@@ -9,7 +9,8 @@ Names mirror the openai SDK's where the meaning is the same, so code that catche
      ├── RequestTooLargeError        one request is larger than a whole batch; also ValueError
      ├── EventLoopError              the client was used from a second event loop; also RuntimeError
      └── APIError                    a request did not get its answer from the API
-          ├── InternalError          a bug in autobatcher, not a problem with the server
+          │                          (every one: .for_request(custom_id, batch_id), see below)
+          ├── InternalError          a bug in autobatcher, not a server problem: please report it
           ├── APIConnectionError     the server could not be reached, or the connection broke
           │    └── APITimeoutError   … because a timeout elapsed
           ├── APIResponseValidationError  a 2xx answer that is not what the Batch API returns
@@ -30,13 +31,22 @@ Names mirror the openai SDK's where the meaning is the same, so code that catche
                ├── MissingResultError  the batch ended without any line for this request
                └── BatchLostError      the batch could not be followed (vanished, polling gave up)
 
-Errors that concern a whole batch job reach each waiting caller as its own copy, built by
-:meth:`APIError.for_request` (no two callers share, and mutate, one exception object).
+Every per-request error carries ``custom_id`` and ``batch_id`` when they are known, and
+``str(error)`` appends them: ``"Error code: 429 - Slow down (batch batch_1, request r-7)"``.
+``error.for_request(custom_id, batch_id)`` gives a fresh error of the same class with the
+same attributes for one caller, so callers sharing one job-wide failure never share (and
+mutate) one exception object.
 
-Every per-request error carries ``custom_id`` and ``batch_id`` when they are known.
-Status errors from a batch line have ``response`` set to ``None`` (there was no HTTP response
-of their own); ``status_code``, ``code``, ``message``, ``request_id`` and ``body`` are filled
-from the line.
+Status errors line up with the openai SDK's (``openai.AsyncOpenAI`` raising for the same
+HTTP answer): ``message`` is ``"Error code: 400 - <error.message>"`` (just ``"Error code:
+400"`` when the JSON carries no message), ``body`` is the inner ``error`` object of the JSON
+(the whole body when there is none), and ``code``/``param``/``type`` are read from it;
+``status_code`` and ``request_id`` (the ``x-request-id`` header) as sent. One deliberate
+difference: an error given as text (a plain-text body, or ``{"error": "some text"}``, as
+some compatible servers send) is appended to ``message``, where the SDK keeps it only in
+``body``. Status errors from a batch line are built the same way from
+the line's ``response``; their ``response`` is ``None`` (there was no HTTP response of their
+own) and ``request_id`` is the line's.
 """
 
 from __future__ import annotations
@@ -45,8 +55,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 import httpx
-
-_E = TypeVar("_E", bound="APIError")
 
 __all__ = [
     "APIConnectionError",
@@ -94,6 +102,9 @@ class RequestTooLargeError(AutobatcherError, ValueError):
     """A single request is larger than a whole batch file may be."""
 
 
+_E = TypeVar("_E", bound="APIError")
+
+
 class EventLoopError(AutobatcherError, RuntimeError):
     """The client was first used in one event loop and then called from another.
 
@@ -136,23 +147,35 @@ class APIError(AutobatcherError):
         self.custom_id = custom_id
         self.batch_id = batch_id
 
-    def _constructor_kwargs(self) -> dict[str, Any]:
+    def for_request(self: _E, custom_id: str, batch_id: str | None) -> _E:
+        """This error again, for one caller: same class, same attributes, its own ``custom_id``.
+
+        Built through the class's constructor (so whatever it derives is derived again);
+        ``batch_id`` stays the original's when it has one. The cause is kept, so tracebacks
+        still show what went wrong underneath.
+        """
+        arguments = self._constructor_arguments()
+        arguments["custom_id"] = custom_id
+        arguments["batch_id"] = self.batch_id or batch_id
+        own = type(self)(**arguments)
+        own.__cause__ = self.__cause__
+        return own
+
+    def _constructor_arguments(self) -> dict[str, Any]:
+        """The keyword arguments that rebuild this error through its constructor.
+
+        A subclass whose constructor takes more extends this (see :class:`APIStatusError`).
+        """
         return {
+            "message": self.message,
             "request": self.request,
             "body": self.body,
             "code": self.code,
             "param": self.param,
             "type": self.type,
+            "custom_id": self.custom_id,
+            "batch_id": self.batch_id,
         }
-
-    def for_request(self: _E, custom_id: str, batch_id: str | None) -> _E:
-        """A new error of the same class and content, addressed to one waiting request."""
-        kwargs = self._constructor_kwargs()
-        kwargs["custom_id"] = custom_id
-        kwargs["batch_id"] = self.batch_id or batch_id
-        own = type(self)(self.message, **kwargs)
-        own.__cause__ = self.__cause__
-        return own
 
     def __str__(self) -> str:
         where = []
@@ -166,7 +189,11 @@ class APIError(AutobatcherError):
 
 
 class InternalError(APIError):
-    """A bug in autobatcher, not a problem with the server: please report it."""
+    """A bug in autobatcher, not a problem with the server: please report it.
+
+    Raised to the waiting callers when something unexpected failed inside the engine; the
+    original exception is the ``__cause__``.
+    """
 
 
 class APIResponseValidationError(APIError):
@@ -190,24 +217,78 @@ class APIResponseValidationError(APIError):
         self.status_code = status_code
         self.response = response
 
-    def _constructor_kwargs(self) -> dict[str, Any]:
+    def _constructor_arguments(self) -> dict[str, Any]:
         return {
-            **super()._constructor_kwargs(),
+            **super()._constructor_arguments(),
             "status_code": self.status_code,
             "response": self.response,
         }
 
 
 class APIConnectionError(APIError):
-    """The API could not be reached, or the connection broke before an answer came."""
+    """The API could not be reached, or the connection broke before an answer came.
+
+    The message defaults to the openai SDK's (``"Connection error."``); autobatcher's own
+    messages say which call failed and why.
+    """
+
+    def __init__(
+        self,
+        message: str = "Connection error.",
+        *,
+        request: httpx.Request | None = None,
+        body: object | None = None,
+        code: str | None = None,
+        param: str | None = None,
+        type: str | None = None,
+        custom_id: str | None = None,
+        batch_id: str | None = None,
+    ) -> None:
+        super().__init__(
+            message,
+            request=request,
+            body=body,
+            code=code,
+            param=param,
+            type=type,
+            custom_id=custom_id,
+            batch_id=batch_id,
+        )
 
 
 class APITimeoutError(APIConnectionError):
-    """A timeout elapsed while talking to the API."""
+    """A timeout elapsed while talking to the API (message defaults to the SDK's)."""
+
+    def __init__(
+        self,
+        message: str = "Request timed out.",
+        *,
+        request: httpx.Request | None = None,
+        body: object | None = None,
+        code: str | None = None,
+        param: str | None = None,
+        type: str | None = None,
+        custom_id: str | None = None,
+        batch_id: str | None = None,
+    ) -> None:
+        super().__init__(
+            message,
+            request=request,
+            body=body,
+            code=code,
+            param=param,
+            type=type,
+            custom_id=custom_id,
+            batch_id=batch_id,
+        )
 
 
 class APIStatusError(APIError):
-    """The API answered with a non-2xx status, for a real-time call or for one batch line."""
+    """The API answered with a non-2xx status, for a real-time call or for one batch line.
+
+    ``message`` always has the SDK's ``"Error code: <status> - ..."`` form: a message given
+    without it is prefixed.
+    """
 
     status_code: int
     response: httpx.Response | None
@@ -228,6 +309,9 @@ class APIStatusError(APIError):
         custom_id: str | None = None,
         batch_id: str | None = None,
     ) -> None:
+        prefix = f"Error code: {status_code}"
+        if message != prefix and not message.startswith(prefix + " - "):
+            message = f"{prefix} - {message}" if message else prefix
         super().__init__(
             message,
             request=request,
@@ -242,16 +326,12 @@ class APIStatusError(APIError):
         self.response = response
         self.request_id = request_id
 
-    def _constructor_kwargs(self) -> dict[str, Any]:
-        return {
-            **super()._constructor_kwargs(),
-            "status_code": self.status_code,
-            "response": self.response,
-            "request_id": self.request_id,
-        }
-
-    def __str__(self) -> str:
-        return f"Error code: {self.status_code} - {super().__str__()}"
+    def _constructor_arguments(self) -> dict[str, Any]:
+        arguments = super()._constructor_arguments()
+        arguments["status_code"] = self.status_code
+        arguments["response"] = self.response
+        arguments["request_id"] = self.request_id
+        return arguments
 
 
 class BadRequestError(APIStatusError):
@@ -313,29 +393,45 @@ def make_status_error(
     custom_id: str | None = None,
     batch_id: str | None = None,
 ) -> APIStatusError:
-    """Build the typed error for a non-2xx answer from its (JSON or plain-text) body."""
-    message: str | None = None
+    """Build the typed error for a non-2xx answer, as the openai SDK builds it.
+
+    ``body`` is the decoded JSON (or the text, or None); the error's ``body`` is its inner
+    ``error`` object when there is one, and ``message`` is ``"Error code: N - <message>"``.
+    ``request_id`` defaults to the response's ``x-request-id`` header.
+    """
+    # The SDK: ``data = body.get("error", body)``; the message is ``data["message"]``; a
+    # text body is kept stripped.
+    data = body.get("error", body) if isinstance(body, Mapping) else body
+    if isinstance(data, str):
+        data = data.strip()
+    message = f"Error code: {status_code}"
     code = param = err_type = None
-    error = body.get("error") if isinstance(body, Mapping) else None
-    if isinstance(error, Mapping):
-        raw_message = error.get("message")
-        message = raw_message if isinstance(raw_message, str) else None
-        code = _str_or_none(error.get("code"))
-        param = _str_or_none(error.get("param"))
-        err_type = _str_or_none(error.get("type"))
-    elif isinstance(body, Mapping) and isinstance(body.get("message"), str):
-        message = body["message"]
-    elif isinstance(body, str) and body.strip():
-        message = body.strip()[:2000]
-    if not message:
-        message = f"HTTP {status_code}"
+    if isinstance(data, Mapping):
+        text = data.get("message")
+        if isinstance(text, str) and text:
+            message += f" - {text}"
+        code = _str_or_none(data.get("code"))
+        param = _str_or_none(data.get("param"))
+        err_type = _str_or_none(data.get("type"))
+    elif isinstance(data, str) and data:
+        # Not the SDK's habit (it leaves text bodies out of the message), but a compatible
+        # server's plain-text error is the only explanation there is.
+        message += f" - {data[:2000]}"
+    request = None
+    if response is not None:
+        if request_id is None:
+            request_id = response.headers.get("x-request-id")
+        try:
+            request = response.request
+        except RuntimeError:  # a Response built without its request (tests, transports)
+            request = None
     return status_error_class(status_code)(
         message,
         status_code=status_code,
         response=response,
-        request=response.request if response is not None else None,
+        request=request,
         request_id=request_id,
-        body=body,
+        body=data,
         code=code,
         param=param,
         type=err_type,
@@ -361,7 +457,8 @@ class BatchRequestError(BatchError):
 class BatchFailedError(BatchError):
     """The whole batch failed; ``errors`` holds the server's ``errors.data`` entries.
 
-    ``line_error`` is the entry that names this request's line, when the server gave line numbers.
+    ``line_error`` is the entry that names this request's line, when the server gave line
+    numbers. ``body`` is ``errors`` unless given.
     """
 
     errors: Sequence[Mapping[str, Any]]
@@ -376,13 +473,29 @@ class BatchFailedError(BatchError):
         code: str | None = None,
         custom_id: str | None = None,
         batch_id: str | None = None,
+        request: httpx.Request | None = None,
+        body: object | None = None,
+        param: str | None = None,
+        type: str | None = None,
     ) -> None:
-        super().__init__(message, code=code, custom_id=custom_id, batch_id=batch_id, body=errors)
+        super().__init__(
+            message,
+            request=request,
+            body=errors if body is None else body,
+            code=code,
+            param=param,
+            type=type,
+            custom_id=custom_id,
+            batch_id=batch_id,
+        )
         self.errors = errors
         self.line_error = line_error
 
-    def _constructor_kwargs(self) -> dict[str, Any]:
-        return {"errors": self.errors, "line_error": self.line_error, "code": self.code}
+    def _constructor_arguments(self) -> dict[str, Any]:
+        arguments = super()._constructor_arguments()
+        arguments["errors"] = self.errors
+        arguments["line_error"] = self.line_error
+        return arguments
 
 
 class BatchExpiredError(BatchError):

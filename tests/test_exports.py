@@ -8,6 +8,7 @@ import autobatcher.types
 EXPECTED = {
     "APIConnectionError",
     "APIError",
+    "APIResponseValidationError",
     "APIStatusError",
     "APITimeoutError",
     "AuthenticationError",
@@ -24,6 +25,8 @@ EXPECTED = {
     "BatcherConfig",
     "ClientClosedError",
     "ConflictError",
+    "EventLoopError",
+    "InternalError",
     "InternalServerError",
     "MissingResultError",
     "NotFoundError",

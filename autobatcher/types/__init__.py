@@ -2,18 +2,19 @@
 
 Every model is built from the server's parsed JSON with ``Model.from_dict(data)`` and
 offers SDK-style attribute access (``completion.choices[0].message.content``), unknown
-fields (``obj.new_field``, ``obj.model_extra``) and the server's JSON back
-(``to_dict()``, ``model_dump()``, ``model_dump_json()``). See ``_base`` for the design.
+fields (``obj.new_field``, ``obj.model_extra``), the server's JSON back (``to_dict()``,
+``to_json()``) and the SDK's dumps (``model_dump()``, ``model_dump_json()``: every declared
+field, ``None`` where the server sent nothing). See ``_base`` for the design.
 """
 
-from ._base import BaseModel, GenericObject
+from ._base import BaseModel, FieldInfo, GenericObject
 from ._batches import (
     Batch,
     BatchError,
     BatchErrors,
+    BatchInputTokensDetails,
     BatchRequestCounts,
     BatchUsage,
-    InputTokensDetails,
     OutputTokensDetails,
 )
 from ._chat import (
@@ -48,27 +49,45 @@ from ._moderations import (
     ModerationCreateResponse,
 )
 from ._responses import (
+    AnnotationContainerFileCitation,
+    AnnotationFileCitation,
+    AnnotationFilePath,
+    FunctionTool,
     IncompleteDetails,
+    InputTokensDetails,
+    Logprob,
+    LogprobTopLogprob,
+    Reasoning,
     ReasoningText,
     Response,
+    ResponseAnnotationURLCitation,
     ResponseCustomToolCall,
     ResponseError,
+    ResponseFormatJSONObject,
+    ResponseFormatText,
+    ResponseFormatTextJSONSchemaConfig,
     ResponseFunctionToolCall,
     ResponseOutputItem,
     ResponseOutputMessage,
     ResponseOutputRefusal,
     ResponseOutputText,
+    ResponseOutputTextAnnotation,
     ResponseReasoningItem,
+    ResponseTextConfig,
     ResponseUsage,
 )
 
 __all__ = [
     "Annotation",
+    "AnnotationContainerFileCitation",
+    "AnnotationFileCitation",
+    "AnnotationFilePath",
     "AnnotationURLCitation",
     "BaseModel",
     "Batch",
     "BatchError",
     "BatchErrors",
+    "BatchInputTokensDetails",
     "BatchRequestCounts",
     "BatchUsage",
     "Categories",
@@ -92,28 +111,39 @@ __all__ = [
     "Custom",
     "Embedding",
     "EmbeddingUsage",
+    "FieldInfo",
     "FileDeleted",
     "FileObject",
     "Function",
     "FunctionCall",
+    "FunctionTool",
     "GenericObject",
     "IncompleteDetails",
     "InputTokensDetails",
+    "Logprob",
+    "LogprobTopLogprob",
     "Logprobs",
     "Moderation",
     "ModerationCreateResponse",
     "OutputTokensDetails",
     "PromptTokensDetails",
+    "Reasoning",
     "ReasoningText",
     "Response",
+    "ResponseAnnotationURLCitation",
     "ResponseCustomToolCall",
     "ResponseError",
+    "ResponseFormatJSONObject",
+    "ResponseFormatText",
+    "ResponseFormatTextJSONSchemaConfig",
     "ResponseFunctionToolCall",
     "ResponseOutputItem",
     "ResponseOutputMessage",
     "ResponseOutputRefusal",
     "ResponseOutputText",
+    "ResponseOutputTextAnnotation",
     "ResponseReasoningItem",
+    "ResponseTextConfig",
     "ResponseUsage",
     "TopLogprob",
 ]

@@ -10,15 +10,15 @@ __all__ = [
     "Batch",
     "BatchError",
     "BatchErrors",
+    "BatchInputTokensDetails",
     "BatchRequestCounts",
     "BatchUsage",
-    "InputTokensDetails",
     "OutputTokensDetails",
 ]
 
 
 @parsed
-@attrs.define(eq=False, weakref_slot=False)
+@attrs.define(eq=False, weakref_slot=False, kw_only=True)
 class BatchError(BaseModel):
     """One entry of ``batch.errors.data`` (e.g. a line that failed validation)."""
 
@@ -29,7 +29,7 @@ class BatchError(BaseModel):
 
 
 @parsed
-@attrs.define(eq=False, weakref_slot=False)
+@attrs.define(eq=False, weakref_slot=False, kw_only=True)
 class BatchErrors(BaseModel):
     """``batch.errors`` (the SDK's ``batch.Errors``)."""
 
@@ -38,7 +38,7 @@ class BatchErrors(BaseModel):
 
 
 @parsed
-@attrs.define(eq=False, weakref_slot=False)
+@attrs.define(eq=False, weakref_slot=False, kw_only=True)
 class BatchRequestCounts(BaseModel):
     completed: int
     failed: int
@@ -46,16 +46,15 @@ class BatchRequestCounts(BaseModel):
 
 
 @parsed
-@attrs.define(eq=False, weakref_slot=False)
-class InputTokensDetails(BaseModel):
-    """Input-token breakdown (of ``BatchUsage`` and ``ResponseUsage``)."""
+@attrs.define(eq=False, weakref_slot=False, kw_only=True)
+class BatchInputTokensDetails(BaseModel):
+    """Input-token breakdown of a batch's usage (the SDK's ``batch_usage.InputTokensDetails``)."""
 
     cached_tokens: int
-    cache_write_tokens: int | None = None
 
 
 @parsed
-@attrs.define(eq=False, weakref_slot=False)
+@attrs.define(eq=False, weakref_slot=False, kw_only=True)
 class OutputTokensDetails(BaseModel):
     """Output-token breakdown (of ``BatchUsage`` and ``ResponseUsage``)."""
 
@@ -63,17 +62,19 @@ class OutputTokensDetails(BaseModel):
 
 
 @parsed
-@attrs.define(eq=False, weakref_slot=False)
+@attrs.define(eq=False, weakref_slot=False, kw_only=True)
 class BatchUsage(BaseModel):
     input_tokens: int
-    input_tokens_details: InputTokensDetails = attrs.field(metadata=obj(InputTokensDetails))
+    input_tokens_details: BatchInputTokensDetails = attrs.field(
+        metadata=obj(BatchInputTokensDetails)
+    )
     output_tokens: int
     output_tokens_details: OutputTokensDetails = attrs.field(metadata=obj(OutputTokensDetails))
     total_tokens: int
 
 
 @parsed
-@attrs.define(eq=False, weakref_slot=False)
+@attrs.define(eq=False, weakref_slot=False, kw_only=True)
 class Batch(BaseModel):
     """A batch job (``client.batches.create/retrieve/cancel``)."""
 

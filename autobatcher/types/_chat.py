@@ -6,7 +6,7 @@ from typing import Any
 
 import attrs
 
-from ._base import BaseModel, each, obj, objs, parsed
+from ._base import BaseModel, GenericObject, each, generic, obj, objs, parsed, via
 
 __all__ = [
     "Annotation",
@@ -34,7 +34,7 @@ __all__ = [
 
 
 @parsed
-@attrs.define(eq=False, weakref_slot=False)
+@attrs.define(eq=False, weakref_slot=False, kw_only=True)
 class CompletionTokensDetails(BaseModel):
     accepted_prediction_tokens: int | None = None
     audio_tokens: int | None = None
@@ -44,7 +44,7 @@ class CompletionTokensDetails(BaseModel):
 
 
 @parsed
-@attrs.define(eq=False, weakref_slot=False)
+@attrs.define(eq=False, weakref_slot=False, kw_only=True)
 class PromptTokensDetails(BaseModel):
     audio_tokens: int | None = None
     cache_write_tokens: int | None = None
@@ -54,7 +54,7 @@ class PromptTokensDetails(BaseModel):
 
 
 @parsed
-@attrs.define(eq=False, weakref_slot=False)
+@attrs.define(eq=False, weakref_slot=False, kw_only=True)
 class CompletionUsage(BaseModel):
     completion_tokens: int
     prompt_tokens: int
@@ -71,26 +71,26 @@ class CompletionUsage(BaseModel):
 
 
 @parsed
-@attrs.define(eq=False, weakref_slot=False)
+@attrs.define(eq=False, weakref_slot=False, kw_only=True)
 class TopLogprob(BaseModel):
     token: str
-    logprob: float
     bytes: list[int] | None = None
+    logprob: float
 
 
 @parsed
-@attrs.define(eq=False, weakref_slot=False)
+@attrs.define(eq=False, weakref_slot=False, kw_only=True)
 class ChatCompletionTokenLogprob(BaseModel):
     token: str
-    logprob: float
     bytes: list[int] | None = None
+    logprob: float
     top_logprobs: list[TopLogprob] = attrs.field(
         factory=list, metadata=objs(TopLogprob, required=True)
     )
 
 
 @parsed
-@attrs.define(eq=False, weakref_slot=False)
+@attrs.define(eq=False, weakref_slot=False, kw_only=True)
 class ChoiceLogprobs(BaseModel):
     content: list[ChatCompletionTokenLogprob] | None = attrs.field(
         default=None, metadata=objs(ChatCompletionTokenLogprob)
@@ -104,7 +104,7 @@ class ChoiceLogprobs(BaseModel):
 
 
 @parsed
-@attrs.define(eq=False, weakref_slot=False)
+@attrs.define(eq=False, weakref_slot=False, kw_only=True)
 class Function(BaseModel):
     """The function a tool call invokes: ``name`` and JSON-text ``arguments``."""
 
@@ -113,7 +113,7 @@ class Function(BaseModel):
 
 
 @parsed
-@attrs.define(eq=False, weakref_slot=False)
+@attrs.define(eq=False, weakref_slot=False, kw_only=True)
 class ChatCompletionMessageFunctionToolCall(BaseModel):
     """A tool call of ``type == "function"``: ``call.function.name`` / ``.arguments``."""
 
@@ -127,14 +127,14 @@ ChatCompletionMessageToolCall = ChatCompletionMessageFunctionToolCall
 
 
 @parsed
-@attrs.define(eq=False, weakref_slot=False)
+@attrs.define(eq=False, weakref_slot=False, kw_only=True)
 class Custom(BaseModel):
     input: str
     name: str
 
 
 @parsed
-@attrs.define(eq=False, weakref_slot=False)
+@attrs.define(eq=False, weakref_slot=False, kw_only=True)
 class ChatCompletionMessageCustomToolCall(BaseModel):
     """A tool call of ``type == "custom"``: ``call.custom.name`` / ``.input``."""
 
@@ -164,7 +164,7 @@ def _tool_call(item: Any) -> Any:
 
 
 @parsed
-@attrs.define(eq=False, weakref_slot=False)
+@attrs.define(eq=False, weakref_slot=False, kw_only=True)
 class FunctionCall(BaseModel):
     """The deprecated ``function_call`` of a message."""
 
@@ -173,7 +173,7 @@ class FunctionCall(BaseModel):
 
 
 @parsed
-@attrs.define(eq=False, weakref_slot=False)
+@attrs.define(eq=False, weakref_slot=False, kw_only=True)
 class AnnotationURLCitation(BaseModel):
     end_index: int
     start_index: int
@@ -182,14 +182,14 @@ class AnnotationURLCitation(BaseModel):
 
 
 @parsed
-@attrs.define(eq=False, weakref_slot=False)
+@attrs.define(eq=False, weakref_slot=False, kw_only=True)
 class Annotation(BaseModel):
     type: str
     url_citation: AnnotationURLCitation = attrs.field(metadata=obj(AnnotationURLCitation))
 
 
 @parsed
-@attrs.define(eq=False, weakref_slot=False)
+@attrs.define(eq=False, weakref_slot=False, kw_only=True)
 class ChatCompletionAudio(BaseModel):
     id: str
     data: str
@@ -198,7 +198,7 @@ class ChatCompletionAudio(BaseModel):
 
 
 @parsed
-@attrs.define(eq=False, weakref_slot=False)
+@attrs.define(eq=False, weakref_slot=False, kw_only=True)
 class ChatCompletionMessage(BaseModel):
     """The assistant message of a choice (``choice.message.content``, ``.tool_calls``)."""
 
@@ -217,16 +217,16 @@ class ChatCompletionMessage(BaseModel):
 
 
 @parsed
-@attrs.define(eq=False, weakref_slot=False)
+@attrs.define(eq=False, weakref_slot=False, kw_only=True)
 class Choice(BaseModel):
     finish_reason: str
     index: int
-    message: ChatCompletionMessage = attrs.field(metadata=obj(ChatCompletionMessage))
     logprobs: ChoiceLogprobs | None = attrs.field(default=None, metadata=obj(ChoiceLogprobs))
+    message: ChatCompletionMessage = attrs.field(metadata=obj(ChatCompletionMessage))
 
 
 @parsed
-@attrs.define(eq=False, weakref_slot=False)
+@attrs.define(eq=False, weakref_slot=False, kw_only=True)
 class ChatCompletion(BaseModel):
     """A chat completion (what ``client.chat.completions.create(...)`` returns)."""
 
@@ -235,7 +235,9 @@ class ChatCompletion(BaseModel):
     created: int
     model: str
     object: str = "chat.completion"
+    metadata: dict[str, str] | None = None
+    #: Moderation results, when the request asked for them (kept as sent: a GenericObject).
+    moderation: GenericObject | None = attrs.field(default=None, metadata=via(generic))
     service_tier: str | None = None
     system_fingerprint: str | None = None
     usage: CompletionUsage | None = attrs.field(default=None, metadata=obj(CompletionUsage))
-    metadata: dict[str, str] | None = None

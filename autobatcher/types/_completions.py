@@ -11,7 +11,7 @@ __all__ = ["Completion", "CompletionChoice", "Logprobs"]
 
 
 @parsed
-@attrs.define(eq=False, weakref_slot=False)
+@attrs.define(eq=False, weakref_slot=False, kw_only=True)
 class Logprobs(BaseModel):
     """Logprobs of a text-completion choice (the SDK's ``completion_choice.Logprobs``)."""
 
@@ -22,16 +22,16 @@ class Logprobs(BaseModel):
 
 
 @parsed
-@attrs.define(eq=False, weakref_slot=False)
+@attrs.define(eq=False, weakref_slot=False, kw_only=True)
 class CompletionChoice(BaseModel):
     finish_reason: str
     index: int
-    text: str
     logprobs: Logprobs | None = attrs.field(default=None, metadata=obj(Logprobs))
+    text: str
 
 
 @parsed
-@attrs.define(eq=False, weakref_slot=False)
+@attrs.define(eq=False, weakref_slot=False, kw_only=True)
 class Completion(BaseModel):
     """A text completion (what ``client.completions.create(...)`` returns)."""
 

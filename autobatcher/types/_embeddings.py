@@ -10,7 +10,7 @@ __all__ = ["CreateEmbeddingResponse", "Embedding", "EmbeddingUsage"]
 
 
 @parsed
-@attrs.define(eq=False, weakref_slot=False)
+@attrs.define(eq=False, weakref_slot=False, kw_only=True)
 class Embedding(BaseModel):
     """One embedding vector (a base64 ``str`` when ``encoding_format="base64"`` was sent)."""
 
@@ -20,7 +20,7 @@ class Embedding(BaseModel):
 
 
 @parsed
-@attrs.define(eq=False, weakref_slot=False)
+@attrs.define(eq=False, weakref_slot=False, kw_only=True)
 class EmbeddingUsage(BaseModel):
     """Token usage of an embeddings call (the SDK's ``create_embedding_response.Usage``)."""
 
@@ -29,11 +29,11 @@ class EmbeddingUsage(BaseModel):
 
 
 @parsed
-@attrs.define(eq=False, weakref_slot=False)
+@attrs.define(eq=False, weakref_slot=False, kw_only=True)
 class CreateEmbeddingResponse(BaseModel):
     """What ``client.embeddings.create(...)`` returns."""
 
     data: list[Embedding] = attrs.field(metadata=objs(Embedding, required=True))
     model: str
     object: str = "list"
-    usage: EmbeddingUsage | None = attrs.field(default=None, metadata=obj(EmbeddingUsage))
+    usage: EmbeddingUsage = attrs.field(metadata=obj(EmbeddingUsage))

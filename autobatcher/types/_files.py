@@ -10,7 +10,7 @@ __all__ = ["FileDeleted", "FileObject"]
 
 
 @parsed
-@attrs.define(eq=False, weakref_slot=False)
+@attrs.define(eq=False, weakref_slot=False, kw_only=True)
 class FileObject(BaseModel):
     """An uploaded file (``client.files.create/retrieve``)."""
 
@@ -20,13 +20,13 @@ class FileObject(BaseModel):
     filename: str
     object: str = "file"
     purpose: str = "batch"
-    status: str | None = None
+    status: str
     expires_at: int | None = None
     status_details: str | None = None
 
 
 @parsed
-@attrs.define(eq=False, weakref_slot=False)
+@attrs.define(eq=False, weakref_slot=False, kw_only=True)
 class FileDeleted(BaseModel):
     """What ``client.files.delete(...)`` returns."""
 

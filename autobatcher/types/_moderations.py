@@ -1,7 +1,8 @@
 """Moderations: ``ModerationCreateResponse`` (mirrors ``openai.types.ModerationCreateResponse``).
 
 Category names containing ``/`` or ``-`` in the JSON (``"self-harm/intent"``) are exposed
-under the SDK's attribute names (``self_harm_intent``); ``to_dict()`` keeps the JSON keys.
+under the SDK's attribute names (``self_harm_intent``): ``model_dump()`` uses them, like the
+SDK's; ``to_dict()`` and ``model_dump(by_alias=True)`` use the JSON keys.
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ __all__ = [
 
 
 @parsed
-@attrs.define(eq=False, weakref_slot=False)
+@attrs.define(eq=False, weakref_slot=False, kw_only=True)
 class Categories(BaseModel):
     harassment: bool
     harassment_threatening: bool = attrs.field(metadata=key("harassment/threatening"))
     hate: bool
     hate_threatening: bool = attrs.field(metadata=key("hate/threatening"))
+    illicit: bool | None = None
+    illicit_violent: bool | None = attrs.field(default=None, metadata=key("illicit/violent"))
     self_harm: bool = attrs.field(metadata=key("self-harm"))
     self_harm_instructions: bool = attrs.field(metadata=key("self-harm/instructions"))
     self_harm_intent: bool = attrs.field(metadata=key("self-harm/intent"))
@@ -33,12 +36,10 @@ class Categories(BaseModel):
     sexual_minors: bool = attrs.field(metadata=key("sexual/minors"))
     violence: bool
     violence_graphic: bool = attrs.field(metadata=key("violence/graphic"))
-    illicit: bool | None = None
-    illicit_violent: bool | None = attrs.field(default=None, metadata=key("illicit/violent"))
 
 
 @parsed
-@attrs.define(eq=False, weakref_slot=False)
+@attrs.define(eq=False, weakref_slot=False, kw_only=True)
 class CategoryScores(BaseModel):
     harassment: float
     harassment_threatening: float = attrs.field(metadata=key("harassment/threatening"))
@@ -56,7 +57,7 @@ class CategoryScores(BaseModel):
 
 
 @parsed
-@attrs.define(eq=False, weakref_slot=False)
+@attrs.define(eq=False, weakref_slot=False, kw_only=True)
 class CategoryAppliedInputTypes(BaseModel):
     harassment: list[str]
     harassment_threatening: list[str] = attrs.field(metadata=key("harassment/threatening"))
@@ -74,7 +75,7 @@ class CategoryAppliedInputTypes(BaseModel):
 
 
 @parsed
-@attrs.define(eq=False, weakref_slot=False)
+@attrs.define(eq=False, weakref_slot=False, kw_only=True)
 class Moderation(BaseModel):
     """One moderation result (``response.results[i]``)."""
 
@@ -87,7 +88,7 @@ class Moderation(BaseModel):
 
 
 @parsed
-@attrs.define(eq=False, weakref_slot=False)
+@attrs.define(eq=False, weakref_slot=False, kw_only=True)
 class ModerationCreateResponse(BaseModel):
     """What ``client.moderations.create(...)`` returns."""
 
