@@ -21,6 +21,7 @@ from ._errors import (
     make_status_error,
 )
 from ._events import BatchEvent, emit
+from ._jsonl import LineSplitter
 from ._version import __version__
 
 __all__ = ["LineSink", "Wire"]
@@ -355,11 +356,9 @@ class Wire:
                         request_id=response.headers.get("x-request-id"),
                     )
                 incomplete = response.headers.get("x-incomplete", "").lower() == "true"
-                pending = b""
+                splitter = LineSplitter()
                 async for chunk in response.aiter_bytes():
-                    pieces = (pending + chunk).split(b"\n") if pending else chunk.split(b"\n")
-                    pending = pieces.pop()
-                    for line in pieces:
+                    for line in splitter.feed(chunk):
                         if not line or line.isspace():
                             continue
                         if skip:
@@ -367,6 +366,7 @@ class Wire:
                             continue
                         seen += 1
                         sink(line)
+                pending = splitter.tail()
                 if pending.strip() and not incomplete:
                     if skip:
                         skip -= 1
