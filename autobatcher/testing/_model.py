@@ -250,11 +250,14 @@ def _responses(body: dict[str, Any], now: int, _dims: int) -> Outcome:
 
 
 def _vector(seed: str, dims: int) -> list[float]:
-    raw = b""
+    # Digests are collected and joined once: growing one bytes object would be quadratic in
+    # ``dims`` (a few million dimensions make the multi-megabyte lines the benchmarks use).
+    digests = []
     digest = seed.encode()
-    while len(raw) < dims * 4:
+    for _ in range(-(-dims * 4 // 64)):
         digest = hashlib.blake2b(digest, digest_size=64).digest()
-        raw += digest
+        digests.append(digest)
+    raw = b"".join(digests)
     ints = struct.unpack(f"<{dims}i", raw[: dims * 4])
     vec = [i / 2147483648.0 for i in ints]
     norm = math.sqrt(sum(v * v for v in vec)) or 1.0
