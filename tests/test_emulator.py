@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
+import stat
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -626,6 +629,45 @@ async def test_serve_port_zero_and_clean_shutdown() -> None:
             assert (await client.get(f"{server.base_url}/batches")).status_code == 200
     with pytest.raises(OSError, match=r"(?i)connect|refused"):
         await anyio.connect_tcp("127.0.0.1", server.port)
+
+
+def _server_side_nodelay(server_port: int, client_address: Any) -> int:
+    """TCP_NODELAY of the server's end of the client's connection (served in this process).
+
+    The accepted socket is found among this process's descriptors: the one listening on the
+    server's port whose peer is the client's end.
+    """
+    fd_dir = "/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"
+    for name in os.listdir(fd_dir):
+        fd = int(name)
+        try:
+            if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+                continue
+            sock = socket.socket(fileno=os.dup(fd))
+        except OSError:
+            continue
+        with sock:
+            if sock.family not in (socket.AF_INET, socket.AF_INET6):
+                continue
+            try:
+                if sock.getsockname()[1] != server_port or sock.getpeername() != client_address:
+                    continue
+            except OSError:  # the listener itself: no peer
+                continue
+            return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    raise AssertionError(f"no server socket connected to {client_address}")
+
+
+async def test_connections_are_served_with_tcp_nodelay() -> None:
+    # Without it every response written in two sends waits ~40 ms for a delayed ACK.
+    async with running() as (_emulator, client):
+        async with client.stream("GET", "/batches") as response:
+            assert response.status_code == 200
+            client_socket = response.extensions["network_stream"].get_extra_info("socket")
+            client_address = client_socket.getsockname()
+            server_port = client_socket.getpeername()[1]
+            await response.aread()
+        assert _server_side_nodelay(server_port, client_address) != 0
 
 
 async def test_configure_is_validated() -> None:
