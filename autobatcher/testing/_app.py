@@ -111,7 +111,8 @@ class _Gateway:
                     send,
                     429,
                     error_body(
-                        429, "Rate limit reached (injected). Please try again later.",
+                        429,
+                        "Rate limit reached (injected). Please try again later.",
                         code="rate_limit_exceeded",
                     ),
                     {"retry-after": f"{seconds:g}", "retry-after-ms": str(int(seconds * 1000))},
@@ -242,8 +243,10 @@ def build_app(emulator: Emulator) -> ASGIApp:
         doubleword = emulator.config.flavour == "doubleword"
         headers: dict[str, str] = {}
         if doubleword:
-            headers = {"X-Incomplete": "true" if incomplete else "false",
-                       "X-Last-Line": str(last_line)}
+            headers = {
+                "X-Incomplete": "true" if incomplete else "false",
+                "X-Last-Line": str(last_line),
+            }
         media_type = "application/x-ndjson" if doubleword else "application/octet-stream"
         size = sum(map(len, lines))
         if size <= _CHUNK:
@@ -309,7 +312,7 @@ def build_app(emulator: Emulator) -> ASGIApp:
         changes = await _json_body(request)
         if not isinstance(changes, dict) or "clock" in changes:
             raise ApiError(400, "Expected a JSON object of configuration changes (not 'clock').")
-        for name in ("error_statuses", "fault_paths"):
+        for name in ("error_statuses", "fault_paths", "known_models"):
             if isinstance(changes.get(name), list):
                 changes[name] = tuple(changes[name])
         try:
@@ -324,9 +327,7 @@ def build_app(emulator: Emulator) -> ASGIApp:
 
     async def http_error(_request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
-        message = (
-            "Invalid URL or method." if exc.status_code in (404, 405) else str(exc.detail)
-        )
+        message = "Invalid URL or method." if exc.status_code in (404, 405) else str(exc.detail)
         return JSONResponse(error_body(exc.status_code, message), status_code=exc.status_code)
 
     routes = [

@@ -378,7 +378,9 @@ class Emulator:
         source = self._files.get(input_file_id)
         if source is None:
             raise ApiError(
-                404, f"No such File object: {input_file_id}", param="input_file_id",
+                404,
+                f"No such File object: {input_file_id}",
+                param="input_file_id",
                 code="not_found",
             )
         if source.purpose != "batch":
@@ -536,16 +538,16 @@ class Emulator:
             if (url not in ENDPOINTS) if mixed else (url != endpoint):
                 error(
                     "invalid_url",
-                    f"Line {number}: url {url!r} does not match the batch endpoint "
-                    f"{endpoint!r}.",
+                    f"Line {number}: url {url!r} does not match the batch endpoint {endpoint!r}.",
                     "url",
                     number,
                 )
                 continue
             body = item.get("body")
             if not isinstance(body, dict):
-                error("invalid_request", f"Line {number}: 'body' must be an object.", "body",
-                      number)
+                error(
+                    "invalid_request", f"Line {number}: 'body' must be an object.", "body", number
+                )
                 continue
             line_model = body.get("model")
             if url != "/v1/moderations" and not isinstance(line_model, str):
@@ -647,8 +649,12 @@ class Emulator:
         canonical = _canonical(body)
         self._executions[canonical] += 1
         status, payload = execute(
-            url, body, canonical, now=self.wall(self.now()) or 0,
+            url,
+            body,
+            canonical,
+            now=self.wall(self.now()) or 0,
             dims=self._config.embedding_dimensions,
+            known_models=self._config.known_models,
         )
         if status == LINE_ERROR and payload is not None:
             return 500, error_body(500, payload["message"], code=payload["code"])
@@ -736,6 +742,7 @@ class Emulator:
         requests = batch.requests
         executions = self._executions
         dims = self._config.embedding_dimensions
+        known_models = self._config.known_models
         created = self.wall(self.now()) or 0
         out_append = batch.output_lines.append
         err_append = batch.error_lines.append
@@ -745,7 +752,9 @@ class Emulator:
             custom_id, url, body = requests[index]
             canonical = _canonical(body)
             executions[canonical] += 1
-            status, payload = execute(url, body, canonical, now=created, dims=dims)
+            status, payload = execute(
+                url, body, canonical, now=created, dims=dims, known_models=known_models
+            )
             if status == DROP:
                 continue
             line_id = f"{prefix}{index:08x}"
@@ -753,24 +762,26 @@ class Emulator:
                 batch.n_failed += 1
                 err_append(
                     _encode(
-                        {"id": line_id, "custom_id": custom_id, "response": None,
-                         "error": payload}
+                        {"id": line_id, "custom_id": custom_id, "response": None, "error": payload}
                     ).encode()
                     + b"\n"
                 )
                 continue
-            line = _encode(
-                {
-                    "id": line_id,
-                    "custom_id": custom_id,
-                    "response": {
-                        "status_code": status,
-                        "request_id": f"{req_prefix}{index:08x}",
-                        "body": payload,
-                    },
-                    "error": None,
-                }
-            ).encode() + b"\n"
+            line = (
+                _encode(
+                    {
+                        "id": line_id,
+                        "custom_id": custom_id,
+                        "response": {
+                            "status_code": status,
+                            "request_id": f"{req_prefix}{index:08x}",
+                            "body": payload,
+                        },
+                        "error": None,
+                    }
+                ).encode()
+                + b"\n"
+            )
             if 200 <= status < 300:
                 batch.n_completed += 1
                 usage = payload.get("usage") if payload else None
@@ -805,8 +816,12 @@ class Emulator:
             for index in batch.order[batch.processed :]:
                 batch.error_lines.append(
                     _encode(
-                        {"id": f"{prefix}{index:08x}", "custom_id": requests[index][0],
-                         "response": None, "error": error}
+                        {
+                            "id": f"{prefix}{index:08x}",
+                            "custom_id": requests[index][0],
+                            "response": None,
+                            "error": error,
+                        }
                     ).encode()
                     + b"\n"
                 )

@@ -356,10 +356,19 @@ _HANDLERS: dict[str, Callable[[dict[str, Any], int, int], Outcome]] = {
 }
 
 
-def execute(url: str, body: Any, canonical: str, *, now: int, dims: int) -> Outcome:
+def execute(
+    url: str,
+    body: Any,
+    canonical: str,
+    *,
+    now: int,
+    dims: int,
+    known_models: tuple[str, ...] | None = None,
+) -> Outcome:
     """Run one request through the fake model.
 
-    ``canonical`` is the body's canonical JSON; markers are searched for in it.
+    ``canonical`` is the body's canonical JSON; markers are searched for in it. With
+    ``known_models``, a request naming any other model gets OpenAI's 404 ``model_not_found``.
     """
     if "[[" in canonical:
         match = _MARKER.search(canonical)
@@ -383,4 +392,11 @@ def execute(url: str, body: Any, canonical: str, *, now: int, dims: int) -> Outc
         return 400, error_body(400, "The request body must be a JSON object.")
     if url != "/v1/moderations" and not isinstance(body.get("model"), str):
         return 400, error_body(400, "you must provide a model parameter", param="model")
+    model = body.get("model")
+    if known_models is not None and isinstance(model, str) and model not in known_models:
+        return 404, error_body(
+            404,
+            f"The model `{model}` does not exist or you do not have access to it.",
+            code="model_not_found",
+        )
     return handler(body, now, dims)
