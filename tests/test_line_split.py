@@ -95,8 +95,9 @@ BIG_DIMENSIONS = 250_000
 
 
 @pytest.mark.anyio
-async def test_a_huge_embedding_line_comes_back_whole() -> None:
-    async with emulated() as (server, client):
+@pytest.mark.parametrize("flavour", ["openai", "doubleword"])  # doubleword: partial downloads
+async def test_a_huge_embedding_line_comes_back_whole(flavour: str) -> None:
+    async with emulated({"flavour": flavour}) as (server, client):
         big, small_a, small_b = await gather(
             client.embeddings.create(model="e", input="big", dimensions=BIG_DIMENSIONS),
             client.embeddings.create(model="e", input="a"),
