@@ -5,16 +5,96 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
 
-__all__ = ["build_parser", "main"]
+from ._version import __version__
+
+__all__ = ["EMULATOR_DEFAULTS", "build_parser", "main"]
+
+#: The defaults of ``EmulatorConfig`` fields, as the help text states them. Written out here
+#: because the parser must work without the ``emulator`` extra (which ``autobatcher.testing``
+#: imports); a test checks them against ``EmulatorConfig`` itself.
+EMULATOR_DEFAULTS: dict[str, Any] = {
+    "api_key": None,
+    "flavour": "openai",
+    "max_lines": 50_000,
+    "max_file_bytes": 200 * 1024 * 1024,
+    "validation_seconds": 0.0,
+    "lines_per_second": None,
+    "finalizing_seconds": 0.0,
+    "cancelling_seconds": 0.0,
+    "expire_after_seconds": None,
+    "enqueued_token_limit": None,
+    "error_rate": 0.0,
+    "rate_limit_rate": 0.0,
+    "retry_after_seconds": 0.05,
+    "drop_rate": 0.0,
+    "fault_seed": None,
+    "fault_paths": None,
+    "shuffle_output": True,
+    "embedding_dimensions": 8,
+    "known_models": None,
+}
+_EMULATOR_FIELDS = tuple(EMULATOR_DEFAULTS)
+DEFAULT_PORT = 8089
+
+
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments end in one line on stderr (and status 2), not a usage screen."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see: {self.prog} --help)\n")
+
+
+def _number(
+    kind: Callable[[str], Any], *, low: float, inclusive: bool = True, high: float | None = None
+) -> Callable[[str], Any]:
+    """An argparse ``type`` for a number in ``[low, high]`` (``(low, high]`` if not inclusive)."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            expected = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        too_low = value < low if inclusive else value <= low
+        if too_low or (high is not None and value > high):
+            bound = f">= {low:g}" if inclusive else f"> {low:g}"
+            if high is not None:
+                bound = f"between {low:g} and {high:g}"
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
+        return value
+
+    return parse
+
+
+def _names(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
+    return names
+
+
+def _default(name: str, unit: str = "", none: str = "none") -> str:
+    value = EMULATOR_DEFAULTS[name]
+    if value is None:
+        return f"(default: {none})"
+    if isinstance(value, float):
+        return f"(default: {value:g}{unit})"
+    return f"(default: {value}{unit})"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="autobatcher",
         description="Transparent OpenAI Batch API batching on asyncio and trio.",
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"autobatcher {__version__}",
+        help="print the version and exit",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
@@ -22,70 +102,221 @@ def build_parser() -> argparse.ArgumentParser:
     emulate = commands.add_parser(
         "emulate",
         help="serve the local Batch API emulator until Ctrl-C",
-        description="Serve the Batch API emulator (needs the 'emulator' extra).",
+        description="Serve the Batch API emulator (needs the 'emulator' extra) until Ctrl-C. "
+        "Its admin routes: GET /_emulator/stats, POST /_emulator/config.",
     )
-    emulate.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback)")
-    emulate.add_argument("--port", type=int, default=8089, help="port (default: 8089; 0 = any)")
-    emulate.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
-    emulate.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY'")
-    emulate.add_argument("--flavour", choices=("openai", "doubleword"), default="openai")
-    emulate.add_argument("--max-lines", type=int, default=None)
-    emulate.add_argument("--max-file-bytes", type=int, default=None)
-    emulate.add_argument("--validation-seconds", type=float, default=None)
-    emulate.add_argument("--lines-per-second", type=float, default=None)
-    emulate.add_argument("--finalizing-seconds", type=float, default=None)
-    emulate.add_argument("--cancelling-seconds", type=float, default=None)
-    emulate.add_argument("--expire-after-seconds", type=float, default=None)
-    emulate.add_argument("--enqueued-token-limit", type=int, default=None)
-    emulate.add_argument("--error-rate", type=float, default=None)
-    emulate.add_argument("--rate-limit-rate", type=float, default=None)
-    emulate.add_argument("--retry-after-seconds", type=float, default=None)
-    emulate.add_argument("--drop-rate", type=float, default=None)
-    emulate.add_argument("--fault-seed", type=int, default=None)
-    emulate.add_argument(
+    add = emulate.add_argument
+    add("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    add(
+        "--port",
+        type=_number(int, low=0, high=65535),
+        default=DEFAULT_PORT,
+        help=f"TCP port, 0-65535; 0 picks a free one (default: {DEFAULT_PORT})",
+    )
+    add(
+        "--backend",
+        choices=("asyncio", "trio"),
+        default="asyncio",
+        help="event loop to serve on (default: asyncio)",
+    )
+    add(
+        "--api-key",
+        default=None,
+        metavar="KEY",
+        help="answer 401 to /v1 calls without 'Authorization: Bearer KEY' "
+        "(default: none, every call accepted)",
+    )
+    add(
+        "--flavour",
+        choices=("openai", "doubleword"),
+        default=None,
+        help="API dialect: 'doubleword' answers 201 on create, uses UUID ids, also accepts "
+        "the '1h' window, mixed models and endpoints in a batch, and serves partial results "
+        f"{_default('flavour')}",
+    )
+    add(
+        "--max-lines",
+        type=_number(int, low=1),
+        default=None,
+        metavar="N",
+        help=f"most requests in one input file {_default('max_lines')}",
+    )
+    add(
+        "--max-file-bytes",
+        type=_number(int, low=1),
+        default=None,
+        metavar="BYTES",
+        help=f"largest input file, in bytes {_default('max_file_bytes', ' = 200 MiB')}",
+    )
+    add(
+        "--validation-seconds",
+        type=_number(float, low=0),
+        default=None,
+        metavar="S",
+        help=f"seconds a new batch stays 'validating' {_default('validation_seconds', ' s')}",
+    )
+    add(
+        "--lines-per-second",
+        type=_number(float, low=0, inclusive=False),
+        default=None,
+        metavar="N",
+        help="processing speed, in request lines per second "
+        f"{_default('lines_per_second', none='unlimited, all lines at once')}",
+    )
+    add(
+        "--finalizing-seconds",
+        type=_number(float, low=0),
+        default=None,
+        metavar="S",
+        help=f"seconds a batch stays 'finalizing' {_default('finalizing_seconds', ' s')}",
+    )
+    add(
+        "--cancelling-seconds",
+        type=_number(float, low=0),
+        default=None,
+        metavar="S",
+        help=f"seconds a cancelled batch stays 'cancelling' {_default('cancelling_seconds', ' s')}",
+    )
+    add(
+        "--expire-after-seconds",
+        type=_number(float, low=0),
+        default=None,
+        metavar="S",
+        help="a batch expires this many seconds after it was created, unfinished lines "
+        f"failing with batch_expired {_default('expire_after_seconds', none='never')}",
+    )
+    add(
+        "--enqueued-token-limit",
+        type=_number(int, low=0),
+        default=None,
+        metavar="TOKENS",
+        help="a new batch fails (token_limit_exceeded) when the input tokens of running "
+        "batches plus its own (file bytes / 4) would exceed this "
+        f"{_default('enqueued_token_limit', none='no limit')}",
+    )
+    add(
+        "--error-rate",
+        type=float,
+        default=None,
+        metavar="FRACTION",
+        help="share (0-1) of /v1 calls answered with an injected 500, 502 or 503 "
+        f"{_default('error_rate')}",
+    )
+    add(
+        "--rate-limit-rate",
+        type=float,
+        default=None,
+        metavar="FRACTION",
+        help="share (0-1) of /v1 calls answered with an injected 429 "
+        f"{_default('rate_limit_rate')}",
+    )
+    add(
+        "--retry-after-seconds",
+        type=_number(float, low=0),
+        default=None,
+        metavar="S",
+        help="retry-after sent with injected 429s and errors, in seconds "
+        f"{_default('retry_after_seconds', ' s')}",
+    )
+    add(
+        "--drop-rate",
+        type=float,
+        default=None,
+        metavar="FRACTION",
+        help="share (0-1) of /v1 calls whose connection is dropped mid-answer, after the "
+        f"call took effect {_default('drop_rate')}",
+    )
+    add(
+        "--fault-seed",
+        type=int,
+        default=None,
+        metavar="SEED",
+        help="seed for the fault draws and the output order, for reproducible runs "
+        f"{_default('fault_seed', none='random')}",
+    )
+    add(
         "--fault-path",
         action="append",
         dest="fault_paths",
         default=None,
-        help="restrict faults to this path prefix (repeatable)",
+        metavar="PREFIX",
+        help="inject faults only on paths starting with PREFIX, e.g. /v1/batches; repeatable "
+        f"{_default('fault_paths', none='every /v1 path')}",
     )
-    emulate.add_argument(
+    add(
         "--no-shuffle",
         dest="shuffle_output",
         action="store_false",
         default=None,
-        help="keep output lines in input order",
+        help="keep output lines in input order (default: shuffled, as the real API may)",
     )
-    emulate.add_argument("--embedding-dimensions", type=int, default=None)
+    add(
+        "--embedding-dimensions",
+        type=_number(int, low=1),
+        default=None,
+        metavar="N",
+        help="length of fake embedding vectors when a request gives no 'dimensions' "
+        f"{_default('embedding_dimensions')}",
+    )
+    add(
+        "--models",
+        type=_names,
+        action="extend",
+        dest="known_models",
+        default=None,
+        metavar="NAMES",
+        help="the only model names that exist (comma-separated; repeatable): a request "
+        "naming another fails with 404 model_not_found "
+        f"{_default('known_models', none='every name accepted')}",
+    )
 
-    demo = commands.add_parser("demo", help="run a batching demo against the embedded emulator")
-    demo.add_argument("-n", "--requests", type=int, default=1000)
-    demo.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
-    demo.add_argument("--batch-size", type=int, default=100)
-    demo.add_argument("--window", type=float, default=0.2)
-    demo.add_argument("--poll", type=float, default=0.2)
+    demo = commands.add_parser(
+        "demo",
+        help="run a batching demo against the embedded emulator",
+        description="Send concurrent chat requests through autobatcher to an emulator "
+        "served on 127.0.0.1 and show the batches it makes.",
+    )
+    demo.add_argument(
+        "-n",
+        "--requests",
+        type=_number(int, low=1),
+        default=1000,
+        metavar="N",
+        help="concurrent chat requests to send, >= 1 (default: 1000)",
+    )
+    demo.add_argument(
+        "--backend",
+        choices=("asyncio", "trio"),
+        default="asyncio",
+        help="event loop to run on (default: asyncio)",
+    )
+    demo.add_argument(
+        "--batch-size",
+        type=_number(int, low=1),
+        default=100,
+        metavar="N",
+        help="most requests per batch, 1-50000 (default: 100)",
+    )
+    demo.add_argument(
+        "--window",
+        type=_number(float, low=0),
+        default=0.2,
+        metavar="S",
+        help="seconds a batch waits for more requests before it is sent (default: 0.2)",
+    )
+    demo.add_argument(
+        "--poll",
+        type=_number(float, low=0, inclusive=False),
+        default=0.2,
+        metavar="S",
+        help="seconds between batch status polls, > 0 (default: 0.2)",
+    )
     return parser
 
 
-_EMULATOR_FIELDS = (
-    "api_key",
-    "flavour",
-    "max_lines",
-    "max_file_bytes",
-    "validation_seconds",
-    "lines_per_second",
-    "finalizing_seconds",
-    "cancelling_seconds",
-    "expire_after_seconds",
-    "enqueued_token_limit",
-    "error_rate",
-    "rate_limit_rate",
-    "retry_after_seconds",
-    "drop_rate",
-    "fault_seed",
-    "fault_paths",
-    "shuffle_output",
-    "embedding_dimensions",
+_EMULATOR_MISSING = (
+    "needs the 'emulator' extra ({exc}); from a checkout of this repository: "
+    "pip install -e '.[emulator]'"
 )
 
 
@@ -95,11 +326,7 @@ def _emulate(args: argparse.Namespace) -> int:
 
         from autobatcher.testing import EmulatorConfig, serve_emulator
     except ImportError as exc:
-        print(
-            f"autobatcher emulate needs the 'emulator' extra ({exc}); "
-            "install it with: pip install 'autobatcher[emulator]'",
-            file=sys.stderr,
-        )
+        print("autobatcher emulate " + _EMULATOR_MISSING.format(exc=exc), file=sys.stderr)
         return 2
     fields: dict[str, Any] = {}
     for name in _EMULATOR_FIELDS:
@@ -109,7 +336,7 @@ def _emulate(args: argparse.Namespace) -> int:
     try:
         config = EmulatorConfig(**fields)
     except (TypeError, ValueError) as exc:
-        print(f"autobatcher emulate: {exc}", file=sys.stderr)
+        print(f"autobatcher emulate: error: {exc}", file=sys.stderr)
         return 2
 
     async def run() -> None:
@@ -132,7 +359,7 @@ def _emulate(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("stopped", file=sys.stderr)
     except OSError as exc:
-        print(f"autobatcher emulate: {exc}", file=sys.stderr)
+        print(f"autobatcher emulate: error: {exc}", file=sys.stderr)
         return 1
     return 0
 

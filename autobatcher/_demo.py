@@ -9,12 +9,26 @@ from collections import Counter
 
 import anyio
 
+from ._config import BatcherConfig
 from ._events import BatchEvent
 from ._facade import open_batcher
 
 
 def main(args: argparse.Namespace) -> int:
     backend: str = args.backend
+    try:
+        # The client's own checks, before anything starts: a bad value is one line, not a
+        # traceback out of the running demo.
+        BatcherConfig(
+            api_key="sk-demo",
+            base_url="http://127.0.0.1",
+            batch_size=args.batch_size,
+            batch_window_seconds=args.window,
+            poll_interval_seconds=args.poll,
+        )
+    except (TypeError, ValueError) as exc:
+        print(f"autobatcher demo: error: {exc}", file=sys.stderr)
+        return 2
     try:
         anyio.run(_demo, args, backend=backend)
     except KeyboardInterrupt:
@@ -27,7 +41,8 @@ async def _demo(args: argparse.Namespace) -> None:
         from .testing import serve_emulator
     except ImportError:  # pragma: no cover - depends on the install
         print(
-            "the demo needs the emulator: pip install 'autobatcher[emulator]'",
+            "autobatcher demo needs the 'emulator' extra; from a checkout of this "
+            "repository: pip install -e '.[emulator]'",
             file=sys.stderr,
         )
         raise SystemExit(2) from None

@@ -16,12 +16,50 @@ from ._errors import (
     make_status_error,
 )
 
-__all__ = ["decode_result", "encode_line", "extract_custom_id"]
+__all__ = ["LineSplitter", "decode_result", "encode_line", "extract_custom_id"]
 
 T = TypeVar("T")
 
 _encode_body = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 _CUSTOM_ID_KEY = b'"custom_id"'
+
+
+class LineSplitter:
+    """Cuts a byte stream, fed chunk by chunk, into ``\\n``-terminated lines.
+
+    Linear in the bytes fed whatever the line length: the pieces of a line that spans many
+    chunks are kept in a list and joined once, when its newline arrives (re-joining the
+    partial line on every chunk costs time quadratic in the line's length). Lines come out
+    exactly as ``data.split(b"\\n")`` would cut them: without the newline, a ``\\r`` before it
+    kept, empty lines included.
+    """
+
+    __slots__ = ("_pieces",)
+
+    def __init__(self) -> None:
+        self._pieces: list[bytes] = []
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """The lines this chunk completes (possibly none)."""
+        if b"\n" not in chunk:
+            if chunk:
+                self._pieces.append(chunk)
+            return []
+        lines = chunk.split(b"\n")
+        rest = lines.pop()
+        if self._pieces:
+            self._pieces.append(lines[0])
+            lines[0] = b"".join(self._pieces)
+            self._pieces = []
+        if rest:
+            self._pieces.append(rest)
+        return lines
+
+    def tail(self) -> bytes:
+        """The bytes after the last newline so far: a line not (yet) terminated, or ``b""``."""
+        if len(self._pieces) > 1:
+            self._pieces = [b"".join(self._pieces)]
+        return self._pieces[0] if self._pieces else b""
 
 
 def encode_line(custom_id: str, url: str, body: Mapping[str, Any]) -> bytes:

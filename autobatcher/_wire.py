@@ -28,6 +28,7 @@ from ._errors import (
     make_status_error,
 )
 from ._events import BatchEvent, EventHub
+from ._jsonl import LineSplitter
 from ._retry import RetryPolicy
 from ._version import __version__
 from .types import Batch, FileObject
@@ -413,11 +414,9 @@ class Wire:
                         request_id=response.headers.get("x-request-id"),
                     )
                 incomplete = response.headers.get("x-incomplete", "").lower() == "true"
-                pending = b""
+                splitter = LineSplitter()
                 async for chunk in response.aiter_bytes():
-                    pieces = (pending + chunk).split(b"\n") if pending else chunk.split(b"\n")
-                    pending = pieces.pop()
-                    for line in pieces:
+                    for line in splitter.feed(chunk):
                         if not line or line.isspace():
                             continue
                         if skip:
@@ -425,6 +424,7 @@ class Wire:
                             continue
                         seen += 1
                         sink(line)
+                pending = splitter.tail()
                 if pending.strip() and not incomplete:
                     if skip:
                         skip -= 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import socket
@@ -10,10 +11,12 @@ import sys
 import time
 from pathlib import Path
 
+import attrs
 import httpx
 import pytest
 
-from autobatcher import _cli
+from autobatcher import __version__, _cli
+from autobatcher.testing import EmulatorConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -63,7 +66,113 @@ def test_demo_runs_end_to_end(backend: str, capsys: pytest.CaptureFixture[str]) 
 def test_emulate_defaults_to_loopback() -> None:
     args = _cli.build_parser().parse_args(["emulate"])
     assert args.host == "127.0.0.1"
-    assert args.flavour == "openai"
+    assert args.port == 8089
+    # Unset options leave the emulator's own defaults in force.
+    assert all(getattr(args, name) is None for name in _cli.EMULATOR_DEFAULTS)
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        _cli.main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out == f"autobatcher {__version__}\n"
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["demo", "-n", "-5"], "argument -n/--requests: must be >= 1, got -5"),
+        (["demo", "-n", "many"], "argument -n/--requests: expected an integer, got 'many'"),
+        (["demo", "--batch-size", "0"], "argument --batch-size: must be >= 1, got 0"),
+        (["demo", "--window", "-1"], "argument --window: must be >= 0, got -1"),
+        (["demo", "--poll", "0"], "argument --poll: must be > 0, got 0"),
+        (["emulate", "--port", "70000"], "argument --port: must be between 0 and 65535"),
+        (["emulate", "--port", "-1"], "argument --port: must be between 0 and 65535"),
+        (["emulate", "--max-lines", "0"], "argument --max-lines: must be >= 1, got 0"),
+        (["emulate", "--models", "a,,b"], "argument --models: expected comma-separated names"),
+        (["emulate", "--flavour", "azure"], "argument --flavour: invalid choice: 'azure'"),
+        ([], "the following arguments are required: COMMAND"),
+    ],
+)
+def test_bad_arguments_are_one_line(
+    argv: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        _cli.main(argv)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert says in err
+    assert err.startswith("autobatcher")
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["demo", "--batch-size", "60000"], "batch_size must be between 1 and 50000"),
+        (["emulate", "--error-rate", "7"], "error_rate must be between 0 and 1"),
+        (["emulate", "--drop-rate", "-0.5"], "drop_rate must be between 0 and 1"),
+    ],
+)
+def test_values_the_configs_refuse_are_one_line(
+    argv: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert says in err
+
+
+def test_a_port_in_use_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert _cli.main(["emulate", "--port", str(port)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert "in use" in err
+
+
+def _all_options(
+    parser: argparse.ArgumentParser, prefix: str = "autobatcher"
+) -> list[tuple[str, argparse.Action]]:
+    options: list[tuple[str, argparse.Action]] = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                options += _all_options(sub, f"{prefix} {name}")
+        elif not isinstance(action, argparse._HelpAction):
+            options.append((f"{prefix} {'/'.join(action.option_strings)}", action))
+    return options
+
+
+def test_every_option_has_help_with_its_default() -> None:
+    options = _all_options(_cli.build_parser())
+    assert len(options) > 25
+    for where, action in options:
+        assert action.help, where
+        if not isinstance(action, argparse._VersionAction):
+            assert "(default: " in action.help, where
+
+
+def test_help_defaults_are_the_emulators() -> None:
+    fields = {field.name: field.default for field in attrs.fields(EmulatorConfig)}
+    assert {name: fields[name] for name in _cli.EMULATOR_DEFAULTS} == _cli.EMULATOR_DEFAULTS
+    # Every setting is on the command line but these (a clock, and knobs tests set in code).
+    not_on_the_command_line = {
+        "clock",
+        "error_statuses",
+        "retry_after_on_errors",
+        "drop_after_processing",
+    }
+    assert set(fields) - set(_cli.EMULATOR_DEFAULTS) == not_on_the_command_line
+
+
+def test_models_are_comma_separated_and_repeatable() -> None:
+    args = _cli.build_parser().parse_args(["emulate", "--models", "a, b", "--models", "c"])
+    assert args.known_models == ["a", "b", "c"]
+    assert EmulatorConfig(known_models=args.known_models).known_models == ("a", "b", "c")
 
 
 def test_bad_option_value_exits_2(capsys: pytest.CaptureFixture[str]) -> None:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
+import stat
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -55,9 +58,7 @@ def jsonl(raw: bytes | str) -> list[dict[str, Any]]:
 
 
 async def upload(client: httpx.AsyncClient, data: bytes, name: str = "in.jsonl") -> str:
-    response = await client.post(
-        "/files", files={"file": (name, data)}, data={"purpose": "batch"}
-    )
+    response = await client.post("/files", files={"file": (name, data)}, data={"purpose": "batch"})
     assert response.status_code in (200, 201), response.text
     file_id: str = response.json()["id"]
     return file_id
@@ -107,7 +108,6 @@ async def content(client: httpx.AsyncClient, file_id: str | None) -> list[dict[s
     response = await client.get(f"/files/{file_id}/content")
     assert response.status_code == 200, response.text
     return jsonl(response.content)
-
 
 
 @asynccontextmanager
@@ -204,7 +204,10 @@ async def test_markers_in_batch_lines() -> None:
         assert errors["bad"]["response"]["body"]["error"]["type"] == "invalid_request_error"
         assert errors["boom"]["response"]["status_code"] == 503
         assert set(errors["boom"]["response"]["body"]["error"]) == {
-            "message", "type", "param", "code"
+            "message",
+            "type",
+            "param",
+            "code",
         }
         assert errors["err"]["response"] is None
         assert errors["err"]["error"]["code"] == "server_error"
@@ -447,9 +450,7 @@ async def test_files_crud_and_paging() -> None:
         page = (await client.get("/files", params={"order": "asc", "limit": 10})).json()
         assert [f["id"] for f in page["data"]] == ids
         assert page["has_more"] is False
-        assert (await client.get("/files", params={"purpose": "batch_output"})).json()[
-            "data"
-        ] == []
+        assert (await client.get("/files", params={"purpose": "batch_output"})).json()["data"] == []
         response = await client.delete(f"/files/{ids[0]}")
         assert response.json() == {"id": ids[0], "object": "file", "deleted": True}
         assert (await client.get(f"/files/{ids[0]}")).status_code == 404
@@ -484,8 +485,13 @@ async def test_realtime_echo_contract() -> None:
                     "messages": [
                         {"role": "user", "content": "first"},
                         {"role": "assistant", "content": "x"},
-                        {"role": "user", "content": [{"type": "text", "text": "a"},
-                                                     {"type": "text", "text": "b"}]},
+                        {
+                            "role": "user",
+                            "content": [
+                                {"type": "text", "text": "a"},
+                                {"type": "text", "text": "b"},
+                            ],
+                        },
                     ],
                 },
             )
@@ -498,13 +504,20 @@ async def test_realtime_echo_contract() -> None:
         response = (await client.post("/responses", json={"model": "m", "input": "in"})).json()
         assert response["object"] == "response"
         assert response["output"][0]["content"][0] == {
-            "type": "output_text", "text": "in", "annotations": [], "logprobs": []
+            "type": "output_text",
+            "text": "in",
+            "annotations": [],
+            "logprobs": [],
         }
         response = (
             await client.post(
                 "/responses",
-                json={"model": "m", "input": [{"role": "user", "content": [
-                    {"type": "input_text", "text": "parts"}]}]},
+                json={
+                    "model": "m",
+                    "input": [
+                        {"role": "user", "content": [{"type": "input_text", "text": "parts"}]}
+                    ],
+                },
             )
         ).json()
         assert response["output"][0]["content"][0]["text"] == "parts"
@@ -517,9 +530,7 @@ async def test_realtime_echo_contract() -> None:
             await client.post("/embeddings", json={"model": "e", "input": "a", "dimensions": 3})
         ).json()
         assert len(emb["data"][0]["embedding"]) == 3
-        mod = (
-            await client.post("/moderations", json={"input": ["fine", "bad [[flag]]"]})
-        ).json()
+        mod = (await client.post("/moderations", json={"input": ["fine", "bad [[flag]]"]})).json()
         assert [r["flagged"] for r in mod["results"]] == [False, True]
         failed = await client.post(
             "/chat/completions",
@@ -556,9 +567,17 @@ async def test_doubleword_partial_results() -> None:
     clock = FakeClock()
     data = (
         "".join(chat_line(f"r{i}", f"t{i}", model=f"model-{i % 2}") + "\n" for i in range(8))
-        + json.dumps({"custom_id": "e", "method": "POST", "url": "/v1/embeddings",
-                      "body": {"model": "emb", "input": "x"}}) + "\n"
-        + chat_line("z", "[[error:bad]]") + "\n"
+        + json.dumps(
+            {
+                "custom_id": "e",
+                "method": "POST",
+                "url": "/v1/embeddings",
+                "body": {"model": "emb", "input": "x"},
+            }
+        )
+        + "\n"
+        + chat_line("z", "[[error:bad]]")
+        + "\n"
     ).encode()
     async with running(clock=clock, flavour="doubleword", lines_per_second=10) as (_, client):
         response = await client.post(
@@ -567,8 +586,11 @@ async def test_doubleword_partial_results() -> None:
         assert response.status_code == 201
         response = await client.post(
             "/batches",
-            json={"input_file_id": response.json()["id"], "endpoint": CHAT,
-                  "completion_window": "1h"},
+            json={
+                "input_file_id": response.json()["id"],
+                "endpoint": CHAT,
+                "completion_window": "1h",
+            },
         )
         assert response.status_code == 201
         batch = response.json()
@@ -603,8 +625,9 @@ async def test_doubleword_partial_results() -> None:
 async def test_admin_http_endpoints() -> None:
     async with running() as (emulator, client):
         root = client.base_url.copy_with(path="/_emulator")
-        response = await client.post(f"{root}/config", json={"error_rate": 1.0,
-                                                              "error_statuses": [502]})
+        response = await client.post(
+            f"{root}/config", json={"error_rate": 1.0, "error_statuses": [502]}
+        )
         assert response.status_code == 200
         assert response.json()["error_rate"] == 1.0
         assert (await client.get("/batches")).status_code == 502
@@ -626,6 +649,45 @@ async def test_serve_port_zero_and_clean_shutdown() -> None:
             assert (await client.get(f"{server.base_url}/batches")).status_code == 200
     with pytest.raises(OSError, match=r"(?i)connect|refused"):
         await anyio.connect_tcp("127.0.0.1", server.port)
+
+
+def _server_side_nodelay(server_port: int, client_address: Any) -> int:
+    """TCP_NODELAY of the server's end of the client's connection (served in this process).
+
+    The accepted socket is found among this process's descriptors: the one listening on the
+    server's port whose peer is the client's end.
+    """
+    fd_dir = "/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"
+    for name in os.listdir(fd_dir):
+        fd = int(name)
+        try:
+            if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+                continue
+            sock = socket.socket(fileno=os.dup(fd))
+        except OSError:
+            continue
+        with sock:
+            if sock.family not in (socket.AF_INET, socket.AF_INET6):
+                continue
+            try:
+                if sock.getsockname()[1] != server_port or sock.getpeername() != client_address:
+                    continue
+            except OSError:  # the listener itself: no peer
+                continue
+            return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    raise AssertionError(f"no server socket connected to {client_address}")
+
+
+async def test_connections_are_served_with_tcp_nodelay() -> None:
+    # Without it every response written in two sends waits ~40 ms for a delayed ACK.
+    async with running() as (_emulator, client):
+        async with client.stream("GET", "/batches") as response:
+            assert response.status_code == 200
+            client_socket = response.extensions["network_stream"].get_extra_info("socket")
+            client_address = client_socket.getsockname()
+            server_port = client_socket.getpeername()[1]
+            await response.aread()
+        assert _server_side_nodelay(server_port, client_address) != 0
 
 
 async def test_configure_is_validated() -> None:

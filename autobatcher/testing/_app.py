@@ -312,7 +312,7 @@ def build_app(emulator: Emulator) -> ASGIApp:
         changes = await _json_body(request)
         if not isinstance(changes, dict) or "clock" in changes:
             raise ApiError(400, "Expected a JSON object of configuration changes (not 'clock').")
-        for name in ("error_statuses", "fault_paths"):
+        for name in ("error_statuses", "fault_paths", "known_models"):
             if isinstance(changes.get(name), list):
                 changes[name] = tuple(changes[name])
         try:

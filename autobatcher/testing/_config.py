@@ -38,12 +38,20 @@ def _statuses(_inst: object, _attribute: attrs.Attribute[Any], value: tuple[int,
         raise ValueError(f"error_statuses must be non-empty HTTP error statuses, got {value!r}")
 
 
-def _paths(value: Any) -> tuple[str, ...] | None:
+def _names(value: Any) -> tuple[str, ...] | None:
+    """``None``, one string, or an iterable of strings, as a tuple (``None`` stays ``None``)."""
     if value is None:
         return None
     if isinstance(value, str):
         return (value,)
     return tuple(value)
+
+
+def _non_empty_strings(
+    _inst: object, attribute: attrs.Attribute[Any], value: tuple[Any, ...] | None
+) -> None:
+    if value is not None and not all(isinstance(item, str) and item for item in value):
+        raise ValueError(f"{attribute.name} must hold non-empty strings, got {value!r}")
 
 
 @attrs.frozen(kw_only=True)
@@ -62,6 +70,15 @@ class EmulatorConfig:
     when ``retry_after_on_errors``, so SDK backoff stays short in tests). One draw decides,
     so the rates add up. ``fault_seed`` makes
     the draws (and the output shuffle) reproducible.
+
+    Models: any model name is accepted unless ``known_models`` is given; then a request naming
+    another model fails as OpenAI fails it, with a 404 ``model_not_found`` error (a batch line
+    gets it in its ``response``; a real-time call as its HTTP answer). A moderation request
+    that names no model is not checked.
+
+    Fake answers: ``embedding_dimensions`` is the length of an embedding when the request has
+    no ``dimensions``; a request's own ``dimensions`` (any positive integer) makes a vector,
+    and so a result line, as large as wanted.
     """
 
     api_key: str | None = None
@@ -84,10 +101,13 @@ class EmulatorConfig:
     drop_rate: float = attrs.field(default=0.0, validator=_fraction)
     drop_after_processing: bool = True
     fault_seed: int | None = None
-    fault_paths: tuple[str, ...] | None = attrs.field(default=None, converter=_paths)
+    fault_paths: tuple[str, ...] | None = attrs.field(default=None, converter=_names)
     shuffle_output: bool = True
     clock: Callable[[], float] = time.monotonic
     embedding_dimensions: int = attrs.field(default=8, validator=_positive)
+    known_models: tuple[str, ...] | None = attrs.field(
+        default=None, converter=_names, validator=_non_empty_strings
+    )
 
 
 @attrs.frozen(kw_only=True)

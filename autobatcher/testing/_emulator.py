@@ -654,6 +654,7 @@ class Emulator:
             canonical,
             now=self.wall(self.now()) or 0,
             dims=self._config.embedding_dimensions,
+            known_models=self._config.known_models,
         )
         if status == LINE_ERROR and payload is not None:
             return 500, error_body(500, payload["message"], code=payload["code"])
@@ -741,6 +742,7 @@ class Emulator:
         requests = batch.requests
         executions = self._executions
         dims = self._config.embedding_dimensions
+        known_models = self._config.known_models
         created = self.wall(self.now()) or 0
         out_append = batch.output_lines.append
         err_append = batch.error_lines.append
@@ -750,7 +752,9 @@ class Emulator:
             custom_id, url, body = requests[index]
             canonical = _canonical(body)
             executions[canonical] += 1
-            status, payload = execute(url, body, canonical, now=created, dims=dims)
+            status, payload = execute(
+                url, body, canonical, now=created, dims=dims, known_models=known_models
+            )
             if status == DROP:
                 continue
             line_id = f"{prefix}{index:08x}"

@@ -252,11 +252,14 @@ def _responses(body: dict[str, Any], now: int, _dims: int) -> Outcome:
 
 
 def _vector(seed: str, dims: int) -> list[float]:
-    raw = b""
+    # Digests are collected and joined once: growing one bytes object would be quadratic in
+    # ``dims`` (a few million dimensions make the multi-megabyte lines the benchmarks use).
+    digests = []
     digest = seed.encode()
-    while len(raw) < dims * 4:
+    for _ in range(-(-dims * 4 // 64)):
         digest = hashlib.blake2b(digest, digest_size=64).digest()
-        raw += digest
+        digests.append(digest)
+    raw = b"".join(digests)
     ints = struct.unpack(f"<{dims}i", raw[: dims * 4])
     vec = [i / 2147483648.0 for i in ints]
     norm = math.sqrt(sum(v * v for v in vec)) or 1.0
@@ -353,10 +356,19 @@ _HANDLERS: dict[str, Callable[[dict[str, Any], int, int], Outcome]] = {
 }
 
 
-def execute(url: str, body: Any, canonical: str, *, now: int, dims: int) -> Outcome:
+def execute(
+    url: str,
+    body: Any,
+    canonical: str,
+    *,
+    now: int,
+    dims: int,
+    known_models: tuple[str, ...] | None = None,
+) -> Outcome:
     """Run one request through the fake model.
 
-    ``canonical`` is the body's canonical JSON; markers are searched for in it.
+    ``canonical`` is the body's canonical JSON; markers are searched for in it. With
+    ``known_models``, a request naming any other model gets OpenAI's 404 ``model_not_found``.
     """
     if "[[" in canonical:
         match = _MARKER.search(canonical)
@@ -380,4 +392,11 @@ def execute(url: str, body: Any, canonical: str, *, now: int, dims: int) -> Outc
         return 400, error_body(400, "The request body must be a JSON object.")
     if url != "/v1/moderations" and not isinstance(body.get("model"), str):
         return 400, error_body(400, "you must provide a model parameter", param="model")
+    model = body.get("model")
+    if known_models is not None and isinstance(model, str) and model not in known_models:
+        return 404, error_body(
+            404,
+            f"The model `{model}` does not exist or you do not have access to it.",
+            code="model_not_found",
+        )
     return handler(body, now, dims)
