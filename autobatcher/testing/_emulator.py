@@ -274,7 +274,8 @@ class Emulator:
 
         On the loop clock, time passes only while an event loop runs: outside one it stands
         still, and a new loop (another ``anyio.run``, or trio's ``MockClock`` starting at 0)
-        continues where the previous one stopped, so batch timings never jump.
+        continues where the previous one stopped, from its first call to the emulator, so
+        batch timings never jump.
         """
         clock = self._config.clock
         if clock is not None:
@@ -413,7 +414,9 @@ class Emulator:
         source = self._files.get(input_file_id)
         if source is None:
             raise ApiError(
-                404, f"No such File object: {input_file_id}", param="input_file_id",
+                404,
+                f"No such File object: {input_file_id}",
+                param="input_file_id",
                 code="not_found",
             )
         if source.purpose != "batch":
@@ -468,8 +471,8 @@ class Emulator:
             errors=errors or None,
         )
         if config.flavour == "doubleword":
-            batch.output_file = self._batch_file(batch, "output", batch.output_lines)
-            batch.error_file = self._batch_file(batch, "error", batch.error_lines)
+            batch.output_file = self._batch_file(batch, "output", batch.output_lines, now)
+            batch.error_file = self._batch_file(batch, "error", batch.error_lines, now)
         self._batches[batch.id] = batch
         self._active[batch.id] = batch
         self._batches_created += 1
@@ -482,12 +485,14 @@ class Emulator:
             return str(uuid.uuid4())
         return "batch_" + os.urandom(12).hex()
 
-    def _batch_file(self, batch: BatchRecord, kind: str, lines: list[bytes]) -> FileRecord:
+    def _batch_file(
+        self, batch: BatchRecord, kind: str, lines: list[bytes], at: float
+    ) -> FileRecord:
         record = FileRecord(
             id=self._file_id(),
             filename=f"batch_{batch.id}_{kind}.jsonl",
             purpose="batch_output",
-            created_at=self.wall(self.now()) or 0,
+            created_at=self.wall(at) or 0,
             seq=self._next_seq(),
             lines=lines,
             batch_id=batch.id,
@@ -572,16 +577,16 @@ class Emulator:
             if (url not in ENDPOINTS) if mixed else (url != endpoint):
                 error(
                     "invalid_url",
-                    f"Line {number}: url {url!r} does not match the batch endpoint "
-                    f"{endpoint!r}.",
+                    f"Line {number}: url {url!r} does not match the batch endpoint {endpoint!r}.",
                     "url",
                     number,
                 )
                 continue
             body = item.get("body")
             if not isinstance(body, dict):
-                error("invalid_request", f"Line {number}: 'body' must be an object.", "body",
-                      number)
+                error(
+                    "invalid_request", f"Line {number}: 'body' must be an object.", "body", number
+                )
                 continue
             line_model = body.get("model")
             if url != "/v1/moderations" and not isinstance(line_model, str):
@@ -704,7 +709,10 @@ class Emulator:
         canonical = _canonical(body)
         self._executions[canonical] += 1
         status, payload = execute(
-            url, body, canonical, now=self.wall(self.now()) or 0,
+            url,
+            body,
+            canonical,
+            now=self.wall(self.now()) or 0,
             dims=self._config.embedding_dimensions,
         )
         if status == LINE_ERROR and payload is not None:
@@ -782,18 +790,21 @@ class Emulator:
             done_at = batch.last + max(0.0, remaining - batch.credit) / lps
             batch.credit = credit - count
             batch.last = limit
+        ran_at = min(done_at, limit) if lps is not None else done_at
         if count > 0:
-            self._run_lines(batch, batch.order[batch.processed : batch.processed + count])
+            self._run_lines(
+                batch, batch.order[batch.processed : batch.processed + count], at=ran_at
+            )
             batch.processed += count
         if batch.processed >= total:
             batch.status = "finalizing"
-            batch.finalizing = min(done_at, limit) if lps is not None else done_at
+            batch.finalizing = ran_at
 
-    def _run_lines(self, batch: BatchRecord, indices: list[int]) -> None:
+    def _run_lines(self, batch: BatchRecord, indices: list[int], *, at: float) -> None:
         requests = batch.requests
         executions = self._executions
         dims = self._config.embedding_dimensions
-        created = self.wall(self.now()) or 0
+        created = self.wall(at) or 0  # when these lines ran, not when someone looked
         out_append = batch.output_lines.append
         err_append = batch.error_lines.append
         prefix = "batch_req_" + os.urandom(6).hex()
@@ -810,24 +821,26 @@ class Emulator:
                 batch.n_failed += 1
                 err_append(
                     _encode(
-                        {"id": line_id, "custom_id": custom_id, "response": None,
-                         "error": payload}
+                        {"id": line_id, "custom_id": custom_id, "response": None, "error": payload}
                     ).encode()
                     + b"\n"
                 )
                 continue
-            line = _encode(
-                {
-                    "id": line_id,
-                    "custom_id": custom_id,
-                    "response": {
-                        "status_code": status,
-                        "request_id": f"{req_prefix}{index:08x}",
-                        "body": payload,
-                    },
-                    "error": None,
-                }
-            ).encode() + b"\n"
+            line = (
+                _encode(
+                    {
+                        "id": line_id,
+                        "custom_id": custom_id,
+                        "response": {
+                            "status_code": status,
+                            "request_id": f"{req_prefix}{index:08x}",
+                            "body": payload,
+                        },
+                        "error": None,
+                    }
+                ).encode()
+                + b"\n"
+            )
             if 200 <= status < 300:
                 batch.n_completed += 1
                 usage = payload.get("usage") if payload else None
@@ -862,8 +875,12 @@ class Emulator:
             for index in batch.order[batch.processed :]:
                 batch.error_lines.append(
                     _encode(
-                        {"id": f"{prefix}{index:08x}", "custom_id": requests[index][0],
-                         "response": None, "error": error}
+                        {
+                            "id": f"{prefix}{index:08x}",
+                            "custom_id": requests[index][0],
+                            "response": None,
+                            "error": error,
+                        }
                     ).encode()
                     + b"\n"
                 )
@@ -873,9 +890,9 @@ class Emulator:
         setattr(batch, status, at)
         if self._config.flavour == "openai":
             if batch.output_lines and batch.output_file is None:
-                batch.output_file = self._batch_file(batch, "output", batch.output_lines)
+                batch.output_file = self._batch_file(batch, "output", batch.output_lines, at)
             if batch.error_lines and batch.error_file is None:
-                batch.error_file = self._batch_file(batch, "error", batch.error_lines)
+                batch.error_file = self._batch_file(batch, "error", batch.error_lines, at)
         self._active.pop(batch.id, None)
 
 

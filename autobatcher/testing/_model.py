@@ -170,9 +170,11 @@ def _chat(body: dict[str, Any], now: int, _dims: int) -> Outcome:
 
 def _completions(body: dict[str, Any], now: int, _dims: int) -> Outcome:
     prompt = body.get("prompt", "")
-    prompts = prompt if isinstance(prompt, list) and all(isinstance(p, str) for p in prompt) else [
-        prompt if isinstance(prompt, str) else ""
-    ]
+    prompts = (
+        prompt
+        if isinstance(prompt, list) and all(isinstance(p, str) for p in prompt)
+        else [prompt if isinstance(prompt, str) else ""]
+    )
     tokens = sum(_tokens(p) for p in prompts)
     return 200, {
         "id": _new_id("cmpl-"),
@@ -341,8 +343,11 @@ def _moderations(body: dict[str, Any], _now: int, _dims: int) -> Outcome:
                 "category_applied_input_types": {c: ["text"] for c in _CATEGORIES},
             }
         )
-    return 200, {"id": _new_id("modr-"), "model": body.get("model") or "omni-moderation-latest",
-                 "results": results}
+    return 200, {
+        "id": _new_id("modr-"),
+        "model": body.get("model") or "omni-moderation-latest",
+        "results": results,
+    }
 
 
 _HANDLERS: dict[str, Callable[[dict[str, Any], int, int], Outcome]] = {
