@@ -785,6 +785,21 @@ async def test_admin_http_endpoints() -> None:
         assert emulator.config.error_statuses == (502,)
 
 
+@both_ways
+async def test_admin_lose_batch(connect: Connect) -> None:
+    async with connect(validation_seconds=60) as (emulator, client):
+        root = client.base_url.copy_with(path="/_emulator")
+        batch_id = (await create_batch(client, await upload(client, chat_file(1))))["id"]
+        response = await client.post(f"{root}/batches/{batch_id}/lose")
+        assert response.status_code == 200
+        assert response.json() == {"id": batch_id, "lost": True}
+        assert (await client.get(f"/batches/{batch_id}")).status_code == 404
+        response = await client.post(f"{root}/batches/{batch_id}/lose")
+        assert response.status_code == 404
+        assert response.json()["error"]["code"] == "not_found"
+        assert emulator.stats().faults_by_kind == {"lost_batch": 1}
+
+
 async def test_serve_port_zero_and_clean_shutdown() -> None:
     async with serve_emulator(Emulator(EmulatorConfig())) as server:
         assert server.port > 0
@@ -793,6 +808,26 @@ async def test_serve_port_zero_and_clean_shutdown() -> None:
             assert (await client.get(f"{server.base_url}/batches")).status_code == 200
     with pytest.raises(OSError, match=r"(?i)connect|refused"):
         await anyio.connect_tcp("127.0.0.1", server.port)
+
+
+def test_public_names_of_the_testing_package() -> None:
+    import autobatcher.testing as testing
+
+    assert sorted(testing.__all__) == sorted(
+        [
+            "IN_PROCESS_BASE_URL",
+            "BatchRecord",
+            "Emulator",
+            "EmulatorConfig",
+            "EmulatorServer",
+            "EmulatorStats",
+            "EmulatorTransport",
+            "FileRecord",
+            "emulator_client",
+            "serve_emulator",
+        ]
+    )
+    assert all(hasattr(testing, name) for name in testing.__all__)
 
 
 async def test_configure_is_validated() -> None:

@@ -26,6 +26,10 @@ Markers in a request's text inject per-request outcomes:
 
 Faults that are not about one request: the ``EmulatorConfig`` rates (connection drops, 429s,
 5xx) and ``Emulator.lose_batch(batch_id)`` (the server forgets a batch: later calls 404).
+
+Admin endpoints, for a server in another process (``autobatcher emulate``):
+``GET /_emulator/stats``, ``POST /_emulator/config`` (a JSON object of ``EmulatorConfig``
+changes) and ``POST /_emulator/batches/{batch_id}/lose``.
 """
 
 from __future__ import annotations

@@ -111,7 +111,8 @@ class _Gateway:
                     send,
                     429,
                     error_body(
-                        429, "Rate limit reached (injected). Please try again later.",
+                        429,
+                        "Rate limit reached (injected). Please try again later.",
                         code="rate_limit_exceeded",
                     ),
                     {"retry-after": f"{seconds:g}", "retry-after-ms": str(int(seconds * 1000))},
@@ -242,8 +243,10 @@ def build_app(emulator: Emulator) -> ASGIApp:
         doubleword = emulator.config.flavour == "doubleword"
         headers: dict[str, str] = {}
         if doubleword:
-            headers = {"X-Incomplete": "true" if incomplete else "false",
-                       "X-Last-Line": str(last_line)}
+            headers = {
+                "X-Incomplete": "true" if incomplete else "false",
+                "X-Last-Line": str(last_line),
+            }
         media_type = "application/x-ndjson" if doubleword else "application/octet-stream"
         size = sum(map(len, lines))
         if size <= _CHUNK:
@@ -318,15 +321,23 @@ def build_app(emulator: Emulator) -> ASGIApp:
             raise ApiError(400, f"Invalid configuration: {exc}") from None
         return JSONResponse(config_dict(config))
 
+    async def admin_lose_batch(request: Request) -> Response:
+        batch_id = request.path_params["batch_id"]
+        try:
+            emulator.lose_batch(batch_id)
+        except KeyError:
+            raise ApiError(
+                404, f"No such Batch object: {batch_id}", param="batch_id", code="not_found"
+            ) from None
+        return JSONResponse({"id": batch_id, "lost": True})
+
     async def api_error(_request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiError)
         return JSONResponse(exc.body, status_code=exc.status, headers=exc.headers)
 
     async def http_error(_request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
-        message = (
-            "Invalid URL or method." if exc.status_code in (404, 405) else str(exc.detail)
-        )
+        message = "Invalid URL or method." if exc.status_code in (404, 405) else str(exc.detail)
         return JSONResponse(error_body(exc.status_code, message), status_code=exc.status_code)
 
     routes = [
@@ -342,6 +353,7 @@ def build_app(emulator: Emulator) -> ASGIApp:
         *(Route(url, realtime(url), methods=["POST"]) for url in ENDPOINTS),
         Route("/_emulator/stats", admin_stats, methods=["GET"]),
         Route("/_emulator/config", admin_config, methods=["POST"]),
+        Route("/_emulator/batches/{batch_id}/lose", admin_lose_batch, methods=["POST"]),
     ]
     app = Starlette(
         routes=routes,
