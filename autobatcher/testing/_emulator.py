@@ -275,7 +275,8 @@ class Emulator:
         On the loop clock, time passes only while an event loop runs: outside one it stands
         still, and a new loop (another ``anyio.run``, or trio's ``MockClock`` starting at 0)
         continues where the previous one stopped, from its first call to the emulator, so
-        batch timings never jump.
+        batch timings never jump. (Like the rest of the emulator, this assumes one thread
+        and one loop at a time.)
         """
         clock = self._config.clock
         if clock is not None:
