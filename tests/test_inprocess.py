@@ -2,7 +2,8 @@
 virtual time on trio's ``MockClock``: hours of batch lifecycle in milliseconds.
 
 Virtual-time tests assert on the event loop's clock, never on wall time: they prove the
-emulator and the client both time everything on the loop's clock.
+emulator's lifecycle and the client's batch windows and polls run on the loop's clock (they
+inject no errors, so the client's error budgets play no part).
 """
 
 from __future__ import annotations
