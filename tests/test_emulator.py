@@ -1,4 +1,8 @@
-"""The Batch API emulator over a real loopback socket, on asyncio and trio."""
+"""The Batch API emulator over HTTP, on asyncio and trio.
+
+Most tests reach it in-process (``Emulator.transport()``, no sockets); the ones about the
+server itself, and one full lifecycle, go over a real loopback socket.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +10,23 @@ import json
 import os
 import socket
 import stat
+import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import anyio
 import httpx
 import pytest
+import trio.testing
 
-from autobatcher.testing import Emulator, EmulatorConfig, EmulatorStats, serve_emulator
+from autobatcher.testing import (
+    IN_PROCESS_BASE_URL,
+    Emulator,
+    EmulatorConfig,
+    EmulatorStats,
+    serve_emulator,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -112,6 +124,17 @@ async def content(client: httpx.AsyncClient, file_id: str | None) -> list[dict[s
 
 @asynccontextmanager
 async def running(**config: Any) -> AsyncIterator[tuple[Emulator, httpx.AsyncClient]]:
+    """An emulator and a client bound to its ``/v1``, in-process (no sockets)."""
+    emulator = Emulator(**config)
+    async with httpx.AsyncClient(
+        transport=emulator.transport(), base_url=IN_PROCESS_BASE_URL
+    ) as client:
+        yield emulator, client
+
+
+@asynccontextmanager
+async def over_loopback(**config: Any) -> AsyncIterator[tuple[Emulator, httpx.AsyncClient]]:
+    """The same over a real socket: the emulator served by hypercorn on 127.0.0.1."""
     async with (
         serve_emulator(**config) as server,
         httpx.AsyncClient(base_url=server.base_url, timeout=10) as client,
@@ -119,12 +142,28 @@ async def running(**config: Any) -> AsyncIterator[tuple[Emulator, httpx.AsyncCli
         yield server.emulator, client
 
 
+Connect = Callable[..., AbstractAsyncContextManager[tuple[Emulator, httpx.AsyncClient]]]
+#: Parametrizes a test over both ways to reach the emulator.
+both_ways = pytest.mark.parametrize(
+    "connect", [pytest.param(running, id="in-process"), pytest.param(over_loopback, id="loopback")]
+)
+
+
+def on_virtual_trio() -> pytest.MarkDecorator:
+    """Run the test on trio with a fresh ``MockClock`` that jumps whenever all tasks sleep."""
+    clock = trio.testing.MockClock(autojump_threshold=0)
+    return pytest.mark.parametrize(
+        "anyio_backend", [pytest.param(("trio", {"clock": clock}), id="trio-virtual")]
+    )
+
+
 # -- lifecycle -----------------------------------------------------------------------
 
 
-async def test_lifecycle_statuses_timestamps_and_echo() -> None:
+@both_ways
+async def test_lifecycle_statuses_timestamps_and_echo(connect: Connect) -> None:
     clock = FakeClock()
-    async with running(
+    async with connect(
         clock=clock, validation_seconds=1, lines_per_second=10, finalizing_seconds=1
     ) as (emulator, client):
         batch = await create_batch(
@@ -237,6 +276,11 @@ def _line(**changes: Any) -> str:
         (
             [_line(), _line(custom_id="b", body={"model": "other", "messages": []})],
             "mismatched_model",
+            2,
+        ),
+        (
+            [_line(), _line(custom_id="b", body={"model": "m", "input": "x [[invalid]]"})],
+            "invalid_request",
             2,
         ),
         ([_line(custom_id=str(i)) for i in range(4)], "too_many_lines", None),
@@ -379,9 +423,10 @@ async def test_rate_limit_headers() -> None:
         assert response.json()["error"]["code"] == "rate_limit_exceeded"
 
 
+@both_ways
 @pytest.mark.parametrize("after", [True, False])
-async def test_dropped_connection(after: bool) -> None:
-    async with running(
+async def test_dropped_connection(after: bool, connect: Connect) -> None:
+    async with connect(
         drop_rate=1.0, drop_after_processing=after, fault_paths=("/v1/batches",)
     ) as (emulator, client):
         file_id = await upload(client, chat_file(2))
@@ -395,8 +440,9 @@ async def test_dropped_connection(after: bool) -> None:
         assert emulator.stats().faults_by_kind == {"drop": 1}
 
 
-async def test_auth() -> None:
-    async with running(api_key="sk-test") as (_, client):
+@both_ways
+async def test_auth(connect: Connect) -> None:
+    async with connect(api_key="sk-test") as (_, client):
         response = await client.get("/batches")
         assert response.status_code == 401
         assert set(response.json()["error"]) == {"message", "type", "param", "code"}
@@ -420,6 +466,107 @@ async def test_unknown_ids_are_404() -> None:
             response = await client.request(method, path)
             assert response.status_code == 404, path
             assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+
+
+async def test_lose_batch_forgets_it() -> None:
+    async with running(validation_seconds=60) as (emulator, client):
+        file_id = await upload(client, chat_file(2))
+        lost = (await create_batch(client, file_id))["id"]
+        kept = (await create_batch(client, file_id))["id"]
+        emulator.lose_batch(lost)
+        for method, path in [("GET", f"/batches/{lost}"), ("POST", f"/batches/{lost}/cancel")]:
+            response = await client.request(method, path)
+            assert response.status_code == 404, path
+            assert response.json()["error"]["code"] == "not_found"
+        listing = (await client.get("/batches")).json()
+        assert [b["id"] for b in listing["data"]] == [kept]
+        assert (await client.get(f"/files/{file_id}")).status_code == 200
+        stats = emulator.stats()
+        assert stats.batches_by_status == {"validating": 1}
+        assert stats.faults_by_kind == {"lost_batch": 1}
+        with pytest.raises(KeyError, match=lost):
+            emulator.lose_batch(lost)
+        with pytest.raises(KeyError, match="batch_nope"):
+            emulator.lose_batch("batch_nope")
+
+
+async def test_invalid_marker_in_a_realtime_call_is_400() -> None:
+    async with running() as (emulator, client):
+        response = await client.post(
+            "/chat/completions",
+            json={"model": "m", "messages": [{"role": "user", "content": "[[invalid]]"}]},
+        )
+        assert response.status_code == 400
+        assert response.json()["error"]["code"] == "invalid_request"
+        assert emulator.stats().realtime_calls == 1
+
+
+# -- time: the event loop's clock -------------------------------------------------------
+
+
+@on_virtual_trio()
+@pytest.mark.parametrize(
+    ("flavour", "window", "seconds"),
+    [("openai", "24h", 86_400), ("doubleword", "1h", 3_600), ("doubleword", "24h", 86_400)],
+)
+async def test_the_completion_window_expires_batches_on_the_loop_clock(
+    flavour: str, window: str, seconds: int
+) -> None:
+    started = anyio.current_time()
+    async with running(flavour=flavour, lines_per_second=1 / 600) as (_, client):
+        created = await create_batch(client, await upload(client, chat_file(1000)), window=window)
+        assert created["expires_at"] - created["created_at"] == seconds
+        await anyio.sleep(seconds - 1)
+        assert (await get_batch(client, created["id"]))["status"] == "in_progress"
+        await anyio.sleep(1)
+        batch = await get_batch(client, created["id"])
+    assert anyio.current_time() - started == seconds
+    assert batch["status"] == "expired"
+    assert batch["expired_at"] - batch["created_at"] == seconds
+    assert batch["request_counts"]["completed"] == seconds // 600
+    assert batch["request_counts"]["failed"] == 1000 - seconds // 600
+
+
+def test_loop_clock_stands_still_outside_a_loop_and_never_jumps_between_loops() -> None:
+    emulator = Emulator(validation_seconds=10, lines_per_second=1)
+    file_id = emulator.upload("in.jsonl", "batch", chat_file(5)).id
+    batch = emulator.create_batch(
+        input_file_id=file_id, endpoint=CHAT, completion_window="24h", metadata=None
+    )
+
+    async def wait(seconds: float) -> tuple[str, int]:
+        # A loop's time counts from its first call to the emulator, up to its last.
+        emulator.advance()
+        await anyio.sleep(seconds)
+        record = emulator.batches[batch.id]
+        return record.status, record.processed
+
+    def virtual_trio() -> dict[str, Any]:
+        return {"clock": trio.testing.MockClock(autojump_threshold=0)}
+
+    # 8 virtual seconds on trio: still validating (10 s).
+    assert anyio.run(wait, 8, backend="trio", backend_options=virtual_trio()) == ("validating", 0)
+    # Outside any loop the emulator's time stands still at its last reading.
+    assert emulator.batches[batch.id].status == "validating"
+    # A new asyncio loop continues from 8 s, not from its own clock (hours of uptime).
+    assert anyio.run(wait, 0.1, backend="asyncio") == ("validating", 0)
+    # A fresh MockClock starts at 0 again; 3.5 more seconds: in progress since 10 s, 1 line.
+    status, processed = anyio.run(wait, 3.5, backend="trio", backend_options=virtual_trio())
+    assert (status, processed) == ("in_progress", 1)
+    assert emulator.batches[batch.id].in_progress == batch.created + 10
+
+
+async def test_timestamps_are_unix_seconds_that_move_with_the_clock() -> None:
+    clock = FakeClock()
+    async with running(clock=clock, validation_seconds=2) as (_, client):
+        created = await create_batch(client, await upload(client, chat_file(1)))
+        assert abs(created["created_at"] - time.time()) < 5
+        clock.advance(3600)
+        batch = await get_batch(client, created["id"])
+        assert batch["status"] == "completed"
+        assert batch["in_progress_at"] - batch["created_at"] == 2
+        file = (await client.get(f"/files/{batch['output_file_id']}")).json()
+        assert file["created_at"] - created["created_at"] == 2
 
 
 # -- files and listing -------------------------------------------------------------------
@@ -641,6 +788,21 @@ async def test_admin_http_endpoints() -> None:
         assert emulator.config.error_statuses == (502,)
 
 
+@both_ways
+async def test_admin_lose_batch(connect: Connect) -> None:
+    async with connect(validation_seconds=60) as (emulator, client):
+        root = client.base_url.copy_with(path="/_emulator")
+        batch_id = (await create_batch(client, await upload(client, chat_file(1))))["id"]
+        response = await client.post(f"{root}/batches/{batch_id}/lose")
+        assert response.status_code == 200
+        assert response.json() == {"id": batch_id, "lost": True}
+        assert (await client.get(f"/batches/{batch_id}")).status_code == 404
+        response = await client.post(f"{root}/batches/{batch_id}/lose")
+        assert response.status_code == 404
+        assert response.json()["error"]["code"] == "not_found"
+        assert emulator.stats().faults_by_kind == {"lost_batch": 1}
+
+
 async def test_serve_port_zero_and_clean_shutdown() -> None:
     async with serve_emulator(Emulator(EmulatorConfig())) as server:
         assert server.port > 0
@@ -680,7 +842,7 @@ def _server_side_nodelay(server_port: int, client_address: Any) -> int:
 
 async def test_connections_are_served_with_tcp_nodelay() -> None:
     # Without it every response written in two sends waits ~40 ms for a delayed ACK.
-    async with running() as (_emulator, client):
+    async with over_loopback() as (_emulator, client):
         async with client.stream("GET", "/batches") as response:
             assert response.status_code == 200
             client_socket = response.extensions["network_stream"].get_extra_info("socket")
@@ -688,6 +850,26 @@ async def test_connections_are_served_with_tcp_nodelay() -> None:
             server_port = client_socket.getpeername()[1]
             await response.aread()
         assert _server_side_nodelay(server_port, client_address) != 0
+
+
+def test_public_names_of_the_testing_package() -> None:
+    import autobatcher.testing as testing
+
+    assert sorted(testing.__all__) == sorted(
+        [
+            "IN_PROCESS_BASE_URL",
+            "BatchRecord",
+            "Emulator",
+            "EmulatorConfig",
+            "EmulatorServer",
+            "EmulatorStats",
+            "EmulatorTransport",
+            "FileRecord",
+            "emulator_client",
+            "serve_emulator",
+        ]
+    )
+    assert all(hasattr(testing, name) for name in testing.__all__)
 
 
 async def test_configure_is_validated() -> None:

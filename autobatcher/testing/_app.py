@@ -321,6 +321,16 @@ def build_app(emulator: Emulator) -> ASGIApp:
             raise ApiError(400, f"Invalid configuration: {exc}") from None
         return JSONResponse(config_dict(config))
 
+    async def admin_lose_batch(request: Request) -> Response:
+        batch_id = request.path_params["batch_id"]
+        try:
+            emulator.lose_batch(batch_id)
+        except KeyError:
+            raise ApiError(
+                404, f"No such Batch object: {batch_id}", param="batch_id", code="not_found"
+            ) from None
+        return JSONResponse({"id": batch_id, "lost": True})
+
     async def api_error(_request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiError)
         return JSONResponse(exc.body, status_code=exc.status, headers=exc.headers)
@@ -343,6 +353,7 @@ def build_app(emulator: Emulator) -> ASGIApp:
         *(Route(url, realtime(url), methods=["POST"]) for url in ENDPOINTS),
         Route("/_emulator/stats", admin_stats, methods=["GET"]),
         Route("/_emulator/config", admin_config, methods=["POST"]),
+        Route("/_emulator/batches/{batch_id}/lose", admin_lose_batch, methods=["POST"]),
     ]
     app = Starlette(
         routes=routes,

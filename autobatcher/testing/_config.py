@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
@@ -62,6 +61,14 @@ class EmulatorConfig:
     Speeds: a batch stays ``validating`` for ``validation_seconds``, then processes
     ``lines_per_second`` lines a second (``None``: all at once), then stays ``finalizing`` for
     ``finalizing_seconds``. A cancelled batch stays ``cancelling`` for ``cancelling_seconds``.
+    ``expire_after_seconds`` replaces the completion window (24 h, or 1 h) as the time a
+    batch has before it expires.
+
+    Time: every duration is measured on ``clock``; ``None`` (the default) is the running
+    event loop's clock (``anyio.current_time()``), so under trio's
+    ``MockClock(autojump_threshold=0)`` a test runs hours of batch lifecycle in
+    milliseconds. Timestamps in API objects (``created_at``, …) are Unix seconds that move
+    with that clock from the wall time at which the emulator was created.
 
     Faults (on ``/v1`` API calls, restricted to the path prefixes in ``fault_paths`` when
     given): ``drop_rate`` drops the connection (after the request took effect when
@@ -103,7 +110,7 @@ class EmulatorConfig:
     fault_seed: int | None = None
     fault_paths: tuple[str, ...] | None = attrs.field(default=None, converter=_names)
     shuffle_output: bool = True
-    clock: Callable[[], float] = time.monotonic
+    clock: Callable[[], float] | None = None
     embedding_dimensions: int = attrs.field(default=8, validator=_positive)
     known_models: tuple[str, ...] | None = attrs.field(
         default=None, converter=_names, validator=_non_empty_strings

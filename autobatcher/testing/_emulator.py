@@ -17,13 +17,16 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+import anyio
 import attrs
+import sniffio
 
 from ._config import EmulatorConfig, EmulatorStats
-from ._model import DROP, ENDPOINTS, LINE_ERROR, error_body, execute
+from ._model import DROP, ENDPOINTS, INVALID, LINE_ERROR, error_body, execute
 
 if TYPE_CHECKING:
     from ._app import ASGIApp
+    from ._inprocess import EmulatorTransport
 
 __all__ = ["ApiError", "BatchRecord", "Emulator", "FileRecord"]
 
@@ -144,8 +147,9 @@ class BatchRecord:
 class Emulator:
     """A local, deterministic Batch API: state plus an ASGI app (:attr:`app`).
 
-    Serve it with :func:`serve_emulator`, or mount :attr:`app` in any ASGI server or an
-    ``httpx.ASGITransport``.
+    Serve it on loopback with :func:`serve_emulator`, call it in-process through
+    :meth:`transport` (or :func:`emulator_client`), or mount :attr:`app` in any ASGI server.
+    It runs no background tasks: every call first advances the batches to "now".
     """
 
     def __init__(self, config: EmulatorConfig | None = None, **changes: Any) -> None:
@@ -155,6 +159,11 @@ class Emulator:
         self._batches: dict[str, BatchRecord] = {}
         self._active: dict[str, BatchRecord] = {}
         self._seq = 0
+        # The loop clock as the emulator sees it (see ``now``): which loop we last read,
+        # what we add to its readings, and the last emulator time we handed out.
+        self._loop: object = None
+        self._loop_offset = 0.0
+        self._loop_last = 0.0
         self._fault_rng = random.Random(self._config.fault_seed)
         self._shuffle_rng = random.Random(self._config.fault_seed)
         self._anchor()
@@ -181,7 +190,7 @@ class Emulator:
             self._shuffle_rng = random.Random(new.fault_seed)
         if new.clock is not old.clock:
             self._anchor()
-            now = new.clock()
+            now = self.now()
             for batch in self._active.values():
                 batch.last = now
         return new
@@ -233,6 +242,13 @@ class Emulator:
             self._app = build_app(self)
         return self._app
 
+    def transport(self) -> EmulatorTransport:
+        """An httpx transport that calls this emulator in-process (see
+        :class:`EmulatorTransport`; needs the ``emulator`` extra)."""
+        from ._inprocess import EmulatorTransport
+
+        return EmulatorTransport(self)
+
     # -- bookkeeping used by the ASGI layer -----------------------------------------------
 
     def count_call(self, route: str) -> None:
@@ -251,10 +267,31 @@ class Emulator:
 
     def _anchor(self) -> None:
         self._wall0 = float(int(time.time()))  # whole seconds: stable timestamp differences
-        self._clock0 = self._config.clock()
+        self._clock0 = self.now()
 
     def now(self) -> float:
-        return self._config.clock()
+        """The emulator's clock: the configured ``clock``, else the event loop's clock.
+
+        On the loop clock, time passes only while an event loop runs: outside one it stands
+        still, and a new loop (another ``anyio.run``, or trio's ``MockClock`` starting at 0)
+        continues where the previous one stopped, from its first call to the emulator, so
+        batch timings never jump. (Like the rest of the emulator, this assumes one thread
+        and one loop at a time.)
+        """
+        clock = self._config.clock
+        if clock is not None:
+            return clock()
+        try:
+            loop = _current_loop()
+            loop_time = anyio.current_time()
+        except RuntimeError:  # no event loop running here (sniffio's error is a RuntimeError)
+            return self._loop_last
+        if loop is not self._loop:
+            self._loop = loop
+            self._loop_offset = self._loop_last - loop_time
+        now = loop_time + self._loop_offset
+        self._loop_last = now
+        return now
 
     def wall(self, t: float | None) -> int | None:
         """A clock reading as a Unix timestamp (seconds)."""
@@ -412,11 +449,12 @@ class Emulator:
         order = list(range(len(requests)))
         if config.shuffle_output:
             self._shuffle_rng.shuffle(order)
+        # A batch unfinished when its window ends expires, as upstream; the window is the
+        # requested one (24 h, 1 h) unless ``expire_after_seconds`` shortens it for tests.
         window: float = _WINDOW_SECONDS[completion_window]
-        deadline = None
         if config.expire_after_seconds is not None:
-            deadline = now + config.expire_after_seconds
             window = config.expire_after_seconds
+        deadline = now + window
         batch = BatchRecord(
             id=self._batch_id(),
             endpoint=endpoint,
@@ -434,8 +472,8 @@ class Emulator:
             errors=errors or None,
         )
         if config.flavour == "doubleword":
-            batch.output_file = self._batch_file(batch, "output", batch.output_lines)
-            batch.error_file = self._batch_file(batch, "error", batch.error_lines)
+            batch.output_file = self._batch_file(batch, "output", batch.output_lines, now)
+            batch.error_file = self._batch_file(batch, "error", batch.error_lines, now)
         self._batches[batch.id] = batch
         self._active[batch.id] = batch
         self._batches_created += 1
@@ -448,12 +486,14 @@ class Emulator:
             return str(uuid.uuid4())
         return "batch_" + os.urandom(12).hex()
 
-    def _batch_file(self, batch: BatchRecord, kind: str, lines: list[bytes]) -> FileRecord:
+    def _batch_file(
+        self, batch: BatchRecord, kind: str, lines: list[bytes], at: float
+    ) -> FileRecord:
         record = FileRecord(
             id=self._file_id(),
             filename=f"batch_{batch.id}_{kind}.jsonl",
             purpose="batch_output",
-            created_at=self.wall(self.now()) or 0,
+            created_at=self.wall(at) or 0,
             seq=self._next_seq(),
             lines=lines,
             batch_id=batch.id,
@@ -569,6 +609,14 @@ class Emulator:
                     number,
                 )
                 continue
+            if INVALID in raw:
+                error(
+                    "invalid_request",
+                    f"Line {number}: the request body is invalid (injected {INVALID}).",
+                    "body",
+                    number,
+                )
+                continue
             requests.append((custom_id, str(url), body))
         return requests, errors, model
 
@@ -594,6 +642,19 @@ class Emulator:
         batch.status = "cancelling"
         batch.cancelling = self.now()
         return batch
+
+    def lose_batch(self, batch_id: str) -> None:
+        """Fault: the server forgets a batch. Later calls about it answer 404, it leaves the
+        batch list, and it never finishes; its files stay (their ids were never sent).
+
+        Raises :class:`KeyError` for an id the emulator does not know (or already lost).
+        """
+        self.advance()
+        if batch_id not in self._batches:
+            raise KeyError(f"the emulator has no batch {batch_id!r}")
+        del self._batches[batch_id]
+        self._active.pop(batch_id, None)
+        self.count_fault("lost_batch")
 
     def list_batches(self, *, after: str | None, limit: int) -> dict[str, Any]:
         self.advance()
@@ -731,19 +792,22 @@ class Emulator:
             done_at = batch.last + max(0.0, remaining - batch.credit) / lps
             batch.credit = credit - count
             batch.last = limit
+        ran_at = min(done_at, limit) if lps is not None else done_at
         if count > 0:
-            self._run_lines(batch, batch.order[batch.processed : batch.processed + count])
+            self._run_lines(
+                batch, batch.order[batch.processed : batch.processed + count], at=ran_at
+            )
             batch.processed += count
         if batch.processed >= total:
             batch.status = "finalizing"
-            batch.finalizing = min(done_at, limit) if lps is not None else done_at
+            batch.finalizing = ran_at
 
-    def _run_lines(self, batch: BatchRecord, indices: list[int]) -> None:
+    def _run_lines(self, batch: BatchRecord, indices: list[int], *, at: float) -> None:
         requests = batch.requests
         executions = self._executions
         dims = self._config.embedding_dimensions
         known_models = self._config.known_models
-        created = self.wall(self.now()) or 0
+        created = self.wall(at) or 0  # when these lines ran, not when someone looked
         out_append = batch.output_lines.append
         err_append = batch.error_lines.append
         prefix = "batch_req_" + os.urandom(6).hex()
@@ -831,10 +895,21 @@ class Emulator:
         setattr(batch, status, at)
         if self._config.flavour == "openai":
             if batch.output_lines and batch.output_file is None:
-                batch.output_file = self._batch_file(batch, "output", batch.output_lines)
+                batch.output_file = self._batch_file(batch, "output", batch.output_lines, at)
             if batch.error_lines and batch.error_file is None:
-                batch.error_file = self._batch_file(batch, "error", batch.error_lines)
+                batch.error_file = self._batch_file(batch, "error", batch.error_lines, at)
         self._active.pop(batch.id, None)
+
+
+def _current_loop() -> object:
+    """An object that identifies the running event loop (raises RuntimeError outside one)."""
+    if sniffio.current_async_library() == "trio":
+        import trio
+
+        return trio.lowlevel.current_trio_token()
+    import asyncio
+
+    return asyncio.get_running_loop()
 
 
 def _page(items: list[Any], *, after: str | None, limit: int, newest_first: bool) -> dict[str, Any]:

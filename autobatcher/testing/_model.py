@@ -7,6 +7,9 @@ hash of the input. Markers in the request text inject per-request faults:
 * ``[[status:NNN]]`` — the request fails with HTTP status NNN and an OpenAI error body;
 * ``[[error:CODE]]`` — (batch) the line comes back as ``{"response": null, "error": {...}}``;
 * ``[[drop]]`` — (batch) the request gets no line in either file;
+* ``[[invalid]]`` — the request is invalid: a batch holding it fails *validation*, with an
+  ``errors.data`` entry naming its line (``{code, message, param, line}``); a real-time call
+  answers 400;
 * ``[[flag]]`` — a moderation input is flagged.
 """
 
@@ -25,6 +28,7 @@ from typing import Any
 __all__ = [
     "DROP",
     "ENDPOINTS",
+    "INVALID",
     "LINE_ERROR",
     "Outcome",
     "error_body",
@@ -50,6 +54,8 @@ Outcome = tuple[int, dict[str, Any] | None]
 
 _MARKER = re.compile(r"\[\[(?:status:(\d{3})|error:([A-Za-z0-9_.:\-]+)|(drop))\]\]")
 _FLAG = "[[flag]]"
+#: The marker that makes a request fail validation (see the module docstring).
+INVALID = "[[invalid]]"
 _PREFIX = os.urandom(4).hex()
 _ids = itertools.count(1)
 
@@ -371,6 +377,10 @@ def execute(
     ``known_models``, a request naming any other model gets OpenAI's 404 ``model_not_found``.
     """
     if "[[" in canonical:
+        if INVALID in canonical:
+            return 400, error_body(
+                400, f"The request is invalid (injected {INVALID}).", code="invalid_request"
+            )
         match = _MARKER.search(canonical)
         if match is not None:
             status, code, drop = match.groups()
