@@ -32,7 +32,8 @@ from ._errors import (
     UnsupportedParameterError,
 )
 from ._events import BatchEvent
-from ._facade import BatchOpenAI, RawResponse, open_batcher
+from ._facade import BatchOpenAI, open_batcher
+from ._resources import RawResponse
 from ._version import __version__
 
 __all__ = [
