@@ -23,6 +23,7 @@ from ._errors import (
     ClientClosedError,
     ConflictError,
     InternalServerError,
+    MissingAPIKeyError,
     MissingResultError,
     NotFoundError,
     PermissionDeniedError,
@@ -33,10 +34,11 @@ from ._errors import (
 )
 from ._events import BatchEvent
 from ._facade import BatchOpenAI, open_batcher
-from ._resources import RawResponse
+from ._resources import NOT_GIVEN, Omit, RawResponse, omit
 from ._version import __version__
 
 __all__ = [
+    "NOT_GIVEN",
     "APIConnectionError",
     "APIError",
     "APIStatusError",
@@ -56,8 +58,10 @@ __all__ = [
     "ClientClosedError",
     "ConflictError",
     "InternalServerError",
+    "MissingAPIKeyError",
     "MissingResultError",
     "NotFoundError",
+    "Omit",
     "PermissionDeniedError",
     "RateLimitError",
     "RawResponse",
@@ -65,5 +69,6 @@ __all__ = [
     "UnprocessableEntityError",
     "UnsupportedParameterError",
     "__version__",
+    "omit",
     "open_batcher",
 ]

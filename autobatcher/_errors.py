@@ -4,6 +4,7 @@ Names mirror the openai SDK's where the meaning is the same, so code that catche
 ``openai.RateLimitError`` reads the same with ``autobatcher.RateLimitError``::
 
     AutobatcherError                 root of everything this library raises
+     ├── MissingAPIKeyError          no api_key and no OPENAI_API_KEY; also ValueError
      ├── ClientClosedError           the client is closed (or stopped); also RuntimeError
      ├── UnsupportedParameterError   a keyword a batch cannot honour (stream=True); also ValueError
      ├── RequestTooLargeError        one request is larger than a whole batch; also ValueError
@@ -57,6 +58,7 @@ __all__ = [
     "ClientClosedError",
     "ConflictError",
     "InternalServerError",
+    "MissingAPIKeyError",
     "MissingResultError",
     "NotFoundError",
     "PermissionDeniedError",
@@ -69,6 +71,10 @@ __all__ = [
 
 class AutobatcherError(Exception):
     """Root of every exception autobatcher raises on purpose."""
+
+
+class MissingAPIKeyError(AutobatcherError, ValueError):
+    """No ``api_key=`` and no ``OPENAI_API_KEY``: refused at construction, as the SDK does."""
 
 
 class ClientClosedError(AutobatcherError, RuntimeError):

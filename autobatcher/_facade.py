@@ -3,48 +3,53 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
-from types import TracebackType
-from typing import Any, TypeVar
+import inspect
+import sys
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from types import ModuleType, TracebackType
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeAlias, TypeVar
 
 import anyio
 import anyio.abc
-import attrs
 import httpx
 
-from ._config import BatcherConfig
+from ._config import (
+    DEFAULT_MAX_BATCH_BYTES,
+    MAX_EMBEDDING_INPUTS_UPSTREAM,
+    MAX_LINES_UPSTREAM,
+    BatcherConfig,
+)
 from ._engine import Engine
 from ._errors import (
     APITimeoutError,
     ClientClosedError,
+    MissingAPIKeyError,
     RequestTooLargeError,
     UnsupportedParameterError,
 )
 from ._events import BatchEvent, emit
 from ._jsonl import encode_line
 from ._resources import (
-    _COMPLETIONS,
-    _EMBEDDINGS,
-    _MODERATIONS,
-    _RESPONSES,
     Chat,
     Completions,
     Embeddings,
     Moderations,
+    Omit,
     Responses,
     _count_inputs,
     _Create,
     _Endpoint,
     _not_batched,
+    omit,
 )
+from ._sizing import encoded_size_at_least
 from ._wire import Wire
 
 __all__ = ["BatchOpenAI", "open_batcher"]
 
 R = TypeVar("R")
-
-_CONFIG_FIELDS = frozenset(field.name for field in attrs.fields(BatcherConfig))
+P = ParamSpec("P")
 
 
 class BatchOpenAI:
@@ -70,31 +75,72 @@ class BatchOpenAI:
         self,
         *,
         api_key: str | None = None,
-        base_url: str | None = None,
+        organization: str | None = None,
+        project: str | None = None,
+        base_url: str | httpx.URL | None = None,
+        timeout: float | httpx.Timeout | None = None,
+        max_retries: int = 2,
+        default_headers: Mapping[str, str] | None = None,
+        default_query: Mapping[str, object] | None = None,
+        http_client: httpx.AsyncClient | None = None,
         batch_size: int = 100,
         batch_window_seconds: float = 1.0,
         poll_interval_seconds: float = 5.0,
         completion_window: str = "24h",
-        http_client: httpx.AsyncClient | None = None,
-        **options: Any,
+        batch_metadata: Mapping[str, str] | None = None,
+        max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
+        max_batch_lines: int = MAX_LINES_UPSTREAM,
+        max_embedding_inputs: int = MAX_EMBEDDING_INPUTS_UPSTREAM,
+        max_batches_in_flight: int | None = None,
+        max_queued_requests: int = 100_000,
+        job_error_budget_seconds: float = 600.0,
+        cancel_abandoned_batches: bool = True,
+        cancel_batches_on_exit: bool = True,
+        shutdown_timeout_seconds: float = 10.0,
+        fetch_partial_results: bool = True,
+        event_hook: Callable[[BatchEvent], object] | None = None,
     ) -> None:
-        unknown = set(options) - _CONFIG_FIELDS
-        if unknown:
-            raise TypeError(
-                f"BatchOpenAI got unknown option(s) {', '.join(sorted(unknown))}; "
-                f"valid options: {', '.join(sorted(_CONFIG_FIELDS | {'http_client'}))}"
-            )
+        """Every option is keyword-only and checked here (see :class:`BatcherConfig`).
+
+        The first nine are ``AsyncOpenAI``'s; ``http_client`` is yours to close (we never do).
+        Raises :class:`MissingAPIKeyError` when there is no ``api_key`` and no
+        ``OPENAI_API_KEY``, ``TypeError`` / ``ValueError`` for an option of the wrong type or
+        out of range, naming it.
+        """
         if http_client is not None and not isinstance(http_client, httpx.AsyncClient):
             raise TypeError("http_client must be an httpx.AsyncClient")
         self._config = BatcherConfig(
             api_key=api_key,
+            organization=organization,
+            project=project,
             base_url=base_url,
+            timeout=timeout,
+            max_retries=max_retries,
+            default_headers={} if default_headers is None else default_headers,
+            default_query={} if default_query is None else default_query,
             batch_size=batch_size,
             batch_window_seconds=batch_window_seconds,
             poll_interval_seconds=poll_interval_seconds,
             completion_window=completion_window,
-            **options,
+            batch_metadata=batch_metadata,
+            max_batch_bytes=max_batch_bytes,
+            max_batch_lines=max_batch_lines,
+            max_embedding_inputs=max_embedding_inputs,
+            max_batches_in_flight=max_batches_in_flight,
+            max_queued_requests=max_queued_requests,
+            job_error_budget_seconds=job_error_budget_seconds,
+            cancel_abandoned_batches=cancel_abandoned_batches,
+            cancel_batches_on_exit=cancel_batches_on_exit,
+            shutdown_timeout_seconds=shutdown_timeout_seconds,
+            fetch_partial_results=fetch_partial_results,
+            event_hook=event_hook,
         )
+        if self._config.api_key is None:
+            raise MissingAPIKeyError(
+                "The api_key client option must be set either by passing api_key to the client "
+                "or by setting the OPENAI_API_KEY environment variable"
+            )
+        self._http_client = http_client
         self._wire = Wire(self._config, http_client)
         self._engine = Engine(self._config, self._wire)
         self._task_group: anyio.abc.TaskGroup | None = None
@@ -104,10 +150,10 @@ class BatchOpenAI:
         self._closing: anyio.Event | None = None
         self._closed = False
         self.chat = Chat(self)
-        self.embeddings = Embeddings(self, _EMBEDDINGS)
-        self.responses = Responses(self, _RESPONSES)
-        self.completions = Completions(self, _COMPLETIONS)
-        self.moderations = Moderations(self, _MODERATIONS)
+        self.embeddings = Embeddings(self)
+        self.responses = Responses(self)
+        self.completions = Completions(self)
+        self.moderations = Moderations(self)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -125,8 +171,144 @@ class BatchOpenAI:
         return self._config.base_url
 
     @property
-    def api_key(self) -> str | None:
-        return self._config.api_key
+    def api_key(self) -> str:
+        api_key = self._config.api_key
+        assert api_key is not None  # refused in __init__ otherwise
+        return api_key
+
+    @property
+    def organization(self) -> str | None:
+        return self._config.organization
+
+    @property
+    def project(self) -> str | None:
+        return self._config.project
+
+    @property
+    def timeout(self) -> httpx.Timeout:
+        """The timeout of each Files/Batches HTTP call (not a deadline for answers)."""
+        return self._config.timeout
+
+    @property
+    def max_retries(self) -> int:
+        """How often one Files/Batches HTTP call is retried after a transient failure."""
+        return self._config.max_retries
+
+    @property
+    def default_query(self) -> dict[str, object]:
+        """Query parameters added to every Files/Batches call."""
+        return dict(self._config.default_query)
+
+    def is_closed(self) -> bool:
+        """Whether this client has stopped taking requests (closing, closed, or its engine
+        stopped): ``create()`` would raise :class:`ClientClosedError`. A client never reopens.
+        """
+        return self._engine.closed_reason is not None
+
+    def copy(
+        self,
+        *,
+        api_key: str | None = None,
+        organization: str | None = None,
+        project: str | None = None,
+        base_url: str | httpx.URL | None = None,
+        timeout: float | httpx.Timeout | Omit | None = omit,
+        http_client: httpx.AsyncClient | None = None,
+        max_retries: int | Omit = omit,
+        default_headers: Mapping[str, str] | None = None,
+        set_default_headers: Mapping[str, str] | None = None,
+        default_query: Mapping[str, object] | None = None,
+        set_default_query: Mapping[str, object] | None = None,
+        batch_size: int | Omit = omit,
+        batch_window_seconds: float | Omit = omit,
+        poll_interval_seconds: float | Omit = omit,
+        completion_window: str | Omit = omit,
+        batch_metadata: Mapping[str, str] | Omit | None = omit,
+        max_batch_bytes: int | Omit = omit,
+        max_batch_lines: int | Omit = omit,
+        max_embedding_inputs: int | Omit = omit,
+        max_batches_in_flight: int | Omit | None = omit,
+        max_queued_requests: int | Omit = omit,
+        job_error_budget_seconds: float | Omit = omit,
+        cancel_abandoned_batches: bool | Omit = omit,
+        cancel_batches_on_exit: bool | Omit = omit,
+        shutdown_timeout_seconds: float | Omit = omit,
+        fetch_partial_results: bool | Omit = omit,
+        event_hook: Callable[[BatchEvent], object] | Omit | None = omit,
+    ) -> BatchOpenAI:
+        """A new, independent client with this one's options, some of them overridden.
+
+        As the SDK's ``copy``: ``None`` (or leaving an argument out) keeps the current value;
+        ``default_headers`` / ``default_query`` are merged into the current ones, while
+        ``set_default_headers`` / ``set_default_query`` replace them.
+
+        Unlike the SDK's, the copy does not share this client's work: a batching client owns an
+        engine (lanes, upstream batches, waiting callers), so the copy gets its own and starts
+        unopened — use it with ``async with`` or ``close()`` it like any new client. It shares
+        the ``http_client`` you gave this one (you close it); a connection pool this client made
+        itself is not shared, because closing this client closes it. This client is untouched.
+        """
+        if default_headers is not None and set_default_headers is not None:
+            raise ValueError(
+                "The `default_headers` and `set_default_headers` arguments are mutually exclusive"
+            )
+        if default_query is not None and set_default_query is not None:
+            raise ValueError(
+                "The `default_query` and `set_default_query` arguments are mutually exclusive"
+            )
+        config = self._config
+        headers: Mapping[str, str] = config.default_headers
+        if default_headers is not None:
+            headers = {**headers, **default_headers}
+        elif set_default_headers is not None:
+            headers = set_default_headers
+        query: Mapping[str, object] = config.default_query
+        if default_query is not None:
+            query = {**query, **default_query}
+        elif set_default_query is not None:
+            query = set_default_query
+        # attrs.evolve would run the converters on values already converted; rebuild from the
+        # current values instead, with the overrides on top, and let __init__ check them all.
+        batching = {
+            name: value
+            for name, value in (
+                ("batch_size", batch_size),
+                ("batch_window_seconds", batch_window_seconds),
+                ("poll_interval_seconds", poll_interval_seconds),
+                ("completion_window", completion_window),
+                ("batch_metadata", batch_metadata),
+                ("max_batch_bytes", max_batch_bytes),
+                ("max_batch_lines", max_batch_lines),
+                ("max_embedding_inputs", max_embedding_inputs),
+                ("max_batches_in_flight", max_batches_in_flight),
+                ("max_queued_requests", max_queued_requests),
+                ("job_error_budget_seconds", job_error_budget_seconds),
+                ("cancel_abandoned_batches", cancel_abandoned_batches),
+                ("cancel_batches_on_exit", cancel_batches_on_exit),
+                ("shutdown_timeout_seconds", shutdown_timeout_seconds),
+                ("fetch_partial_results", fetch_partial_results),
+                ("event_hook", event_hook),
+            )
+        }
+        options: dict[str, Any] = {
+            name: getattr(config, name) if value is omit else value
+            for name, value in batching.items()
+        }
+        return type(self)(
+            api_key=api_key or config.api_key,
+            organization=organization or config.organization,
+            project=project or config.project,
+            base_url=base_url or config.base_url,
+            timeout=config.timeout if isinstance(timeout, Omit) else timeout,
+            max_retries=config.max_retries if isinstance(max_retries, Omit) else max_retries,
+            default_headers=headers,
+            default_query=query,
+            http_client=http_client or self._http_client,
+            **options,
+        )
+
+    #: Alias of :meth:`copy`, for inline use: ``client.with_options(batch_size=10).chat…``.
+    with_options = copy
 
     # -- the engine's owner ------------------------------------------------------------------
 
@@ -273,17 +455,29 @@ class BatchOpenAI:
             )
         if extra_body:
             params.update(extra_body)
+        sdk_types = sys.modules.get("openai._types")
+        if sdk_types is not None:
+            _drop_sdk_sentinels(params, sdk_types)
         model = params.get("model")
         if model is None and not endpoint.model_required:
             model = ""
         if not isinstance(model, str) or (endpoint.model_required and not model):
             raise TypeError(f"{endpoint.name}.create() needs model= as a non-empty string")
+        cap = self._config.max_batch_bytes
+        # Sized before it is encoded: a body too large for any batch is refused without
+        # copying or encoding it (a 250 MB one used to block the loop for a second).
+        at_least = encoded_size_at_least(params, cap)
+        if at_least > cap:
+            raise RequestTooLargeError(
+                f"this request encodes to more than {at_least:,} bytes, more than a whole batch "
+                f"may hold (max_batch_bytes={cap:,})"
+            )
         custom_id = engine.next_custom_id()
         line = encode_line(custom_id, endpoint.path, params)
-        if len(line) > self._config.max_batch_bytes:
+        if len(line) > cap:
             raise RequestTooLargeError(
                 f"this request encodes to {len(line):,} bytes, more than a whole batch may hold "
-                f"(max_batch_bytes={self._config.max_batch_bytes:,})"
+                f"(max_batch_bytes={cap:,})"
             )
         inputs = _count_inputs(endpoint, params) if endpoint.counts_inputs else 1
         return model, custom_id, line, inputs
@@ -345,14 +539,61 @@ class BatchOpenAI:
         return finisher._finish(slot, outcome)
 
 
-@asynccontextmanager
-async def open_batcher(**options: Any) -> AsyncIterator[BatchOpenAI]:
+def _drop_sdk_sentinels(params: dict[str, Any], sdk_types: ModuleType) -> None:
+    """Leave out arguments set to the openai SDK's ``NOT_GIVEN`` / ``omit``, as the SDK does.
+
+    Only looked for when the SDK is imported (code moving from ``AsyncOpenAI`` may still pass
+    them); it is never imported by us.
+    """
+    sentinels = tuple(
+        cls
+        for cls in (getattr(sdk_types, "NotGiven", None), getattr(sdk_types, "Omit", None))
+        if isinstance(cls, type)
+    )
+    if sentinels:
+        for name in [name for name, value in params.items() if isinstance(value, sentinels)]:
+            del params[name]
+
+
+def _options_of(
+    constructor: Callable[P, BatchOpenAI],
+) -> Callable[[Callable[..., AbstractAsyncContextManager[BatchOpenAI]]], OpenBatcher[P]]:
+    """Give ``open_batcher`` the constructor's typed keyword-only options (one list, not two):
+    type checkers see them through ``P``, ``help()`` and ``inspect`` through ``__signature__``.
+    """
+
+    def adopt(
+        func: Callable[..., AbstractAsyncContextManager[BatchOpenAI]],
+    ) -> OpenBatcher[P]:
+        func.__signature__ = inspect.signature(constructor).replace(  # type: ignore[attr-defined]
+            return_annotation="AbstractAsyncContextManager[BatchOpenAI]"
+        )
+        return func
+
+    return adopt
+
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    OpenBatcher: TypeAlias = Callable[P, AbstractAsyncContextManager[BatchOpenAI]]
+
+
+@_options_of(BatchOpenAI)
+def open_batcher(**options: Any) -> AbstractAsyncContextManager[BatchOpenAI]:
     """``async with open_batcher(**options) as client:`` — the engine lives inside the block.
+
+    Takes exactly :class:`BatchOpenAI`'s keyword-only options, checked at this call (a
+    misspelled one is a ``TypeError`` here, and a mypy error before).
 
     Leaving normally flushes and waits for every answer; leaving by an exception or cancellation
     cancels upstream batches (by default) and fails the callers still waiting. The block's own
     exception comes out unwrapped (no exception group), on asyncio and trio.
     """
-    client = BatchOpenAI(**options)
+    return _owned(BatchOpenAI(**options))
+
+
+@asynccontextmanager
+async def _owned(client: BatchOpenAI) -> AsyncIterator[BatchOpenAI]:
     async with client:
         yield client

@@ -25,8 +25,11 @@ EXPECTED = {
     "ClientClosedError",
     "ConflictError",
     "InternalServerError",
+    "MissingAPIKeyError",
     "MissingResultError",
+    "NOT_GIVEN",
     "NotFoundError",
+    "Omit",
     "PermissionDeniedError",
     "RateLimitError",
     "RawResponse",
@@ -34,6 +37,7 @@ EXPECTED = {
     "UnprocessableEntityError",
     "UnsupportedParameterError",
     "__version__",
+    "omit",
     "open_batcher",
 }
 
