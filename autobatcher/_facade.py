@@ -43,7 +43,7 @@ from ._resources import (
     _not_batched,
     omit,
 )
-from ._sizing import encoded_size_at_least
+from ._sizing import MAX_INFLATION, encoded_size_at_least
 from ._wire import Wire
 
 __all__ = ["BatchOpenAI", "open_batcher"]
@@ -465,8 +465,11 @@ class BatchOpenAI:
             raise TypeError(f"{endpoint.name}.create() needs model= as a non-empty string")
         cap = self._config.max_batch_bytes
         # Sized before it is encoded: a body too large for any batch is refused without
-        # copying or encoding it (a 250 MB one used to block the loop for a second).
+        # copying or encoding it (a 250 MB one used to block the loop for a second). A big body
+        # whose non-ASCII text escaping could still carry past the cap has that text measured.
         at_least = encoded_size_at_least(params, cap)
+        if cap >= at_least > cap // MAX_INFLATION:
+            at_least = encoded_size_at_least(params, cap, measure_text=True)
         if at_least > cap:
             raise RequestTooLargeError(
                 f"this request encodes to more than {at_least:,} bytes, more than a whole batch "

@@ -3,29 +3,52 @@
 A request larger than a whole batch file must be refused, and refusing it *after* encoding
 costs what the encoding costs: a 250 MB body blocked the event loop for ~1.1 s and peaked near
 1 GB before it was turned away. :func:`encoded_size_at_least` walks the body instead, counting
-what its encoding must at least hold, and stops the moment that passes the cap — a huge string
+what its encoding must at least hold, and stops the moment that passes the cap: a huge string
 or list is sized by ``len()``, never copied, never encoded.
 
-It is a lower bound, exact for plain ASCII text without escapes: every character of a string
-takes at least one byte, every list element at least one byte plus its comma. Text that the
-encoder escapes (non-ASCII characters become ``\\uXXXX``, control characters, quotes) can come
-out up to six times longer; such a request is still refused, after it has been encoded.
+The count is a lower bound, exact for ASCII text without escapes: every character of a string
+takes at least one byte, every list element at least one byte plus its comma. Text the encoder
+escapes comes out longer: a non-ASCII character becomes ``\\uXXXX`` (six bytes, twelve for one
+outside the BMP). So a body whose bound is within that factor of the cap is walked a second time
+with ``measure_text=True``: its non-ASCII strings are then run through the JSON string encoder
+in 1 MiB slices, output counted and dropped, stopping at the first slice that passes the cap.
+ASCII text (``str.isascii()`` is a flag, not a scan) and numbers are not encoded twice, so a big
+request that fits costs nothing more than before.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["encoded_size_at_least"]
+__all__ = ["MAX_INFLATION", "TEXT_SLICE", "encoded_size_at_least"]
+
+#: The most bytes one counted unit can become: one astral character, counted as one byte, is
+#: encoded as ``\\uXXXX\\uXXXX``.
+MAX_INFLATION = 12
+
+#: Characters of non-ASCII text encoded at a time when measuring: large enough that the C
+#: encoder does the work, small enough that one slice's output is a few MB at most.
+TEXT_SLICE = 1 << 20
+
+_encode_text = json.encoder.encode_basestring_ascii
 
 
-def encoded_size_at_least(value: Any, limit: int) -> int:
+def encoded_size_at_least(
+    value: Any,
+    limit: int,
+    *,
+    measure_text: bool = False,
+    slices: list[int] | None = None,
+) -> int:
     """A lower bound on ``len(json.dumps(value, separators=(",", ":")))``.
 
     The walk stops as soon as the bound exceeds ``limit`` (and then returns it), so a request
     that is too large costs time in proportion to the part walked before the cap was passed.
-    Values the JSON hook converts later (dates, models, iterators) count for nothing here.
+    With ``measure_text``, non-ASCII strings count their exact encoded size, measured slice by
+    slice; ``slices`` (for tests) then receives the size of each slice encoded. Values the
+    request encoder's hook converts later (dates, models, iterators) count one byte.
     """
     total = 0
     pending: list[Any] = [value]
@@ -34,7 +57,17 @@ def encoded_size_at_least(value: Any, limit: int) -> int:
         item = pop()
         cls = item.__class__
         if cls is str:
-            total += len(item) + 2
+            if not measure_text or item.isascii():
+                total += len(item) + 2
+            else:
+                total += 2  # the quotes; each slice's own quotes are not counted
+                for start in range(0, len(item), TEXT_SLICE):
+                    size = len(_encode_text(item[start : start + TEXT_SLICE])) - 2
+                    if slices is not None:
+                        slices.append(size)
+                    total += size
+                    if total > limit:
+                        return total
         elif cls is list or cls is tuple:
             count = len(item)
             first = item[0] if count else None

@@ -21,6 +21,7 @@ from openai.resources.moderations import AsyncModerations as SdkModerations
 from openai.resources.responses import AsyncResponses as SdkResponses
 
 import autobatcher._jsonl
+import autobatcher._sizing
 from autobatcher import (
     AutobatcherError,
     BatcherConfig,
@@ -320,7 +321,47 @@ def test_size_bound_is_a_lower_bound_and_exact_for_plain_ascii() -> None:
 
     for _ in range(500):
         body = {"model": "m", "x": value(0)}
-        encoded = json.dumps(body, separators=(",", ":"))
-        assert encoded_size_at_least(body, 10**9) <= len(encoded)
+        encoded = len(json.dumps(body, separators=(",", ":")))
+        estimated = encoded_size_at_least(body, 10**9)
+        measured = encoded_size_at_least(body, 10**9, measure_text=True)
+        assert estimated <= measured <= encoded
     plain = {"model": "gpt", "messages": [{"role": "user", "content": "hello"}], "n": [1, 2]}
     assert encoded_size_at_least(plain, 10**9) == len(json.dumps(plain, separators=(",", ":")))
+    text = {"input": ["é\U0001f600 \u2603" * 5000, "plain"]}
+    assert encoded_size_at_least(text, 10**9, measure_text=True) == len(
+        json.dumps(text, separators=(",", ":"))
+    )
+
+
+async def test_escaped_text_is_measured_in_slices_that_stop_at_the_cap(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Non-ASCII text grows sixfold when encoded: its bound fits, its encoding does not."""
+    encoded_slices: list[int] = []
+    real_encode_text = autobatcher._sizing._encode_text
+
+    def counting_encode_text(text: str) -> str:
+        encoded = real_encode_text(text)
+        encoded_slices.append(len(encoded))
+        return encoded
+
+    produced: list[bytes] = []
+    real_encode_line = autobatcher._jsonl.encode_line
+
+    def counting_encode_line(custom_id: str, url: str, body: Mapping[str, Any]) -> bytes:
+        produced.append(real_encode_line(custom_id, url, body))
+        return produced[-1]
+
+    monkeypatch.setattr("autobatcher._sizing.TEXT_SLICE", 100)
+    monkeypatch.setattr("autobatcher._sizing._encode_text", counting_encode_text)
+    monkeypatch.setattr("autobatcher._facade.encode_line", counting_encode_line)
+    async with emulated(max_batch_bytes=12_000) as (server, client):
+        with pytest.raises(RequestTooLargeError):
+            await client.chat.completions.create(**chat("é" * 3_000))  # 18,000 bytes encoded
+        assert produced == []  # never encoded
+        # 30 slices of 100 characters (600 bytes each) in all; the 20th passes 12,000
+        assert len(encoded_slices) == 20
+        answer = await client.chat.completions.create(**chat("é" * 1_500))  # 9,000: fits
+    assert answer.choices[0].message.content == "é" * 1_500
+    assert len(produced) == 1 and len(produced[0]) <= 12_000
+    assert server.emulator.stats().total_executions == 1
