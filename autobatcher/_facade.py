@@ -267,32 +267,29 @@ class BatchOpenAI:
             query = {**query, **default_query}
         elif set_default_query is not None:
             query = set_default_query
-        # attrs.evolve would run the converters on values already converted; rebuild from the
-        # current values instead, with the overrides on top, and let __init__ check them all.
-        batching = {
-            name: value
-            for name, value in (
-                ("batch_size", batch_size),
-                ("batch_window_seconds", batch_window_seconds),
-                ("poll_interval_seconds", poll_interval_seconds),
-                ("completion_window", completion_window),
-                ("batch_metadata", batch_metadata),
-                ("max_batch_bytes", max_batch_bytes),
-                ("max_batch_lines", max_batch_lines),
-                ("max_embedding_inputs", max_embedding_inputs),
-                ("max_batches_in_flight", max_batches_in_flight),
-                ("max_queued_requests", max_queued_requests),
-                ("job_error_budget_seconds", job_error_budget_seconds),
-                ("cancel_abandoned_batches", cancel_abandoned_batches),
-                ("cancel_batches_on_exit", cancel_batches_on_exit),
-                ("shutdown_timeout_seconds", shutdown_timeout_seconds),
-                ("fetch_partial_results", fetch_partial_results),
-                ("event_hook", event_hook),
-            )
+        # Rebuilt through __init__, not attrs.evolve: overridden values are checked with the
+        # same messages, and the copy gets its own engine and wire.
+        overrides: dict[str, Any] = {
+            "batch_size": batch_size,
+            "batch_window_seconds": batch_window_seconds,
+            "poll_interval_seconds": poll_interval_seconds,
+            "completion_window": completion_window,
+            "batch_metadata": batch_metadata,
+            "max_batch_bytes": max_batch_bytes,
+            "max_batch_lines": max_batch_lines,
+            "max_embedding_inputs": max_embedding_inputs,
+            "max_batches_in_flight": max_batches_in_flight,
+            "max_queued_requests": max_queued_requests,
+            "job_error_budget_seconds": job_error_budget_seconds,
+            "cancel_abandoned_batches": cancel_abandoned_batches,
+            "cancel_batches_on_exit": cancel_batches_on_exit,
+            "shutdown_timeout_seconds": shutdown_timeout_seconds,
+            "fetch_partial_results": fetch_partial_results,
+            "event_hook": event_hook,
         }
-        options: dict[str, Any] = {
+        options = {
             name: getattr(config, name) if value is omit else value
-            for name, value in batching.items()
+            for name, value in overrides.items()
         }
         return type(self)(
             api_key=api_key or config.api_key,
@@ -307,7 +304,7 @@ class BatchOpenAI:
             **options,
         )
 
-    #: Alias of :meth:`copy`, for inline use: ``client.with_options(batch_size=10).chat…``.
+    #: The SDK's other name for :meth:`copy`.
     with_options = copy
 
     # -- the engine's owner ------------------------------------------------------------------

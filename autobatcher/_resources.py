@@ -146,7 +146,7 @@ def _not_batched(path: str, name: str) -> AttributeError:
 
 def _count_inputs(endpoint: _Endpoint[Any], body: Mapping[str, Any]) -> int:
     value = body.get("input")
-    if isinstance(value, list) and value and isinstance(value[0], str | list):
+    if isinstance(value, list | tuple) and value and isinstance(value[0], str | list | tuple):
         return len(value)
     return 1
 

@@ -133,8 +133,13 @@ def test_constructor_defaults_are_the_configs_and_every_field_is_an_option(
     fields = {field.name for field in BatcherConfig.__attrs_attrs__}
     assert set(parameters) == fields | {"http_client"}
     assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in parameters.values())
-    # open_batcher takes the very same options
+    # open_batcher takes the very same options, and copy() can override every one of them
     assert inspect.signature(open_batcher).parameters == parameters
+    copy_parameters = inspect.signature(BatchOpenAI.copy).parameters
+    assert set(copy_parameters) - {"self"} == set(parameters) | {
+        "set_default_headers",
+        "set_default_query",
+    }
 
 
 def test_seed_readme_constructor_as_written() -> None:
@@ -226,6 +231,11 @@ async def test_copy_of_a_client_with_its_own_pool_gets_its_own() -> None:
         assert copy._wire.http_client is not client._wire.http_client
         assert copy.config.batch_window_seconds == 0.01
         assert copy.api_key == client.api_key and copy.base_url == client.base_url
+        same = client.copy()
+        assert same.config == client.config
+        await same.close()
+        with pytest.raises(ValueError, match="batch_size"):
+            client.copy(batch_size=0)
         with pytest.raises(ValueError, match="mutually exclusive"):
             client.copy(default_query={"a": 1}, set_default_query={"b": 2})
         with pytest.raises(ValueError, match="mutually exclusive"):
