@@ -49,46 +49,66 @@ def encoded_size_at_least(
     With ``measure_text``, non-ASCII strings count their exact encoded size, measured slice by
     slice; ``slices`` (for tests) then receives the size of each slice encoded. Values the
     request encoder's hook converts later (dates, models, iterators) count one byte.
+
+    A body nested too deeply to walk (or holding a cycle) gets 0: the JSON encoder refuses it.
     """
-    total = 0
-    pending: list[Any] = [value]
-    pop = pending.pop
-    while pending:
-        item = pop()
-        cls = item.__class__
-        if cls is str:
-            if not measure_text or item.isascii():
+    try:
+        return _size(value, limit, measure_text, slices)
+    except RecursionError:
+        return 0
+
+
+def _size(value: Any, limit: int, measure_text: bool, slices: list[int] | None) -> int:
+    # Recursive, with strings sized inline by the container that holds them: a typical chat
+    # body is sized in ~1 us, a third less than with an explicit stack.
+    cls = value.__class__
+    if cls is str:
+        if measure_text and not value.isascii():
+            return _text_size(value, limit, slices)
+        return len(value) + 2
+    if cls is list or cls is tuple:
+        count = len(value)
+        if not count:
+            return 2
+        first = value[0]
+        if first.__class__ is int or first.__class__ is float:
+            # Numbers (token ids, vectors): one byte each at least, plus the commas. Not
+            # visiting them keeps a 16M-token embedding request cheap to size.
+            return 1 + 2 * count
+        total = 1 + count  # brackets and commas; each element adds its own size
+        if total + count > limit:
+            return total + count
+        for item in value:
+            if item.__class__ is str and not (measure_text and not item.isascii()):
                 total += len(item) + 2
             else:
-                total += 2  # the quotes; each slice's own quotes are not counted
-                for start in range(0, len(item), TEXT_SLICE):
-                    size = len(_encode_text(item[start : start + TEXT_SLICE])) - 2
-                    if slices is not None:
-                        slices.append(size)
-                    total += size
-                    if total > limit:
-                        return total
-        elif cls is list or cls is tuple:
-            count = len(item)
-            first = item[0] if count else None
-            if first.__class__ is int or first.__class__ is float:
-                # Numbers (token ids, vectors): one byte each at least, plus the commas. Not
-                # visiting them keeps a 16M-token embedding request cheap to size.
-                total += 1 + 2 * count
+                total += _size(item, limit - total, measure_text, slices)
+            if total > limit:
+                return total
+        return total
+    if cls is dict or isinstance(value, Mapping):
+        # {"key":value,...}: braces, and per item two quotes, a colon and a comma (one less)
+        total = 1 + 4 * len(value)
+        for key, item in value.items():
+            total += len(key) if key.__class__ is str else 1
+            if item.__class__ is str and not (measure_text and not item.isascii()):
+                total += len(item) + 2
             else:
-                total += 1 + count  # brackets and commas; each element adds its own size
-                if total + count > limit:
-                    return total + count
-                pending.extend(item)
-        elif cls is dict or isinstance(item, Mapping):
-            # {"key":value,...}: braces, and per item two quotes, a colon and a comma (one less)
-            total += 1 + 4 * len(item)
-            for key in item:
-                total += len(key) if key.__class__ is str else 1
-            pending.extend(item.values())
-        else:
-            total += 1
-            continue
+                total += _size(item, limit - total, measure_text, slices)
+            if total > limit:
+                return total
+        return total
+    return 1
+
+
+def _text_size(text: str, limit: int, slices: list[int] | None) -> int:
+    """The encoded size of ``text``, encoded slice by slice until it passes ``limit``."""
+    total = 2  # the quotes; each slice's own quotes are not counted
+    for start in range(0, len(text), TEXT_SLICE):
+        size = len(_encode_text(text[start : start + TEXT_SLICE])) - 2
+        if slices is not None:
+            slices.append(size)
+        total += size
         if total > limit:
             return total
     return total

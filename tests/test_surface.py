@@ -295,11 +295,15 @@ async def test_a_request_too_large_is_refused_before_it_is_encoded(
             ),
             client.chat.completions.create(**chat("fits")),
         )
+        cyclic: dict[str, Any] = {}
+        cyclic["again"] = cyclic
+        with pytest.raises(TypeError, match=r"[Cc]ircular"):  # the encoder's verdict, not a size
+            await client.chat.completions.create(**chat("cycle"), extra_body=cyclic)
     assert isinstance(big, RequestTooLargeError) and "max_batch_bytes=10,000" in str(big)
     assert isinstance(many, RequestTooLargeError)
     assert CountingMapping.visits == 0  # sized by len() of the list, no message looked at
     assert fits.choices[0].message.content == "fits"
-    assert len(produced) == 1  # only the request that fits was ever encoded
+    assert len(produced) == 1  # only the request that fits was ever encoded (the cycle fails in it)
     assert server.emulator.stats().total_executions == 1
 
 
