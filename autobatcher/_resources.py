@@ -129,6 +129,7 @@ _NOT_BATCHED_HINTS = {
     "parse": "call create(response_format=...) and parse message.content yourself",
     "stream": "batch APIs do not stream; call create() and await the whole answer",
     "with_streaming_response": "batch APIs do not stream; use create() or with_raw_response",
+    "with_raw_response": "it is per endpoint: client.chat.completions.with_raw_response.create()",
     "retrieve": "stored objects are not batched; use openai.AsyncOpenAI for real-time calls",
     "list": "stored objects are not batched; use openai.AsyncOpenAI for real-time calls",
     "delete": "stored objects are not batched; use openai.AsyncOpenAI for real-time calls",

@@ -243,6 +243,12 @@ async def test_copy_of_a_client_with_its_own_pool_gets_its_own() -> None:
         await copy.close()
 
 
+def test_client_level_with_raw_response_points_to_the_endpoint_level_one() -> None:
+    client = BatchOpenAI(api_key="k")
+    with pytest.raises(AttributeError, match=r"chat\.completions\.with_raw_response\.create"):
+        _ = client.with_raw_response
+
+
 async def test_is_closed_tells_whether_create_would_refuse() -> None:
     async with serve_emulator(api_key=API_KEY) as server:
         client = BatchOpenAI(api_key=API_KEY, base_url=server.base_url, **FAST)
