@@ -469,8 +469,8 @@ class BatchOpenAI:
             at_least = encoded_size_at_least(params, cap, measure_text=True)
         if at_least > cap:
             raise RequestTooLargeError(
-                f"this request encodes to more than {at_least:,} bytes, more than a whole batch "
-                f"may hold (max_batch_bytes={cap:,})"
+                f"this request encodes to at least {at_least:,} bytes, more than a whole batch "
+                f"may hold (max_batch_bytes={cap:,}); it was refused before being encoded"
             )
         custom_id = engine.next_custom_id()
         line = encode_line(custom_id, endpoint.path, params)
