@@ -26,6 +26,7 @@ from ._errors import (
     EventLoopError,
     InternalError,
     InternalServerError,
+    MissingAPIKeyError,
     MissingResultError,
     NotFoundError,
     PermissionDeniedError,
@@ -35,10 +36,12 @@ from ._errors import (
     UnsupportedParameterError,
 )
 from ._events import BatchEvent
-from ._facade import BatchOpenAI, RawResponse, open_batcher
+from ._facade import BatchOpenAI, open_batcher
+from ._resources import NOT_GIVEN, Omit, RawResponse, omit
 from ._version import __version__
 
 __all__ = [
+    "NOT_GIVEN",
     "APIConnectionError",
     "APIError",
     "APIResponseValidationError",
@@ -61,8 +64,10 @@ __all__ = [
     "EventLoopError",
     "InternalError",
     "InternalServerError",
+    "MissingAPIKeyError",
     "MissingResultError",
     "NotFoundError",
+    "Omit",
     "PermissionDeniedError",
     "RateLimitError",
     "RawResponse",
@@ -70,5 +75,6 @@ __all__ = [
     "UnprocessableEntityError",
     "UnsupportedParameterError",
     "__version__",
+    "omit",
     "open_batcher",
 ]

@@ -68,6 +68,11 @@ def _metadata(instance: object, attribute: attrs.Attribute[Any], value: Any) -> 
             raise ValueError(f"{attribute.name}: keys starting with 'autobatcher' are reserved")
 
 
+def _query(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, Mapping) or not all(isinstance(key, str) for key in value):
+        raise TypeError(f"{attribute.name} must be a mapping with str keys, got {value!r}")
+
+
 def _timeout(value: float | httpx.Timeout | None) -> httpx.Timeout:
     if isinstance(value, httpx.Timeout):
         return value
@@ -78,8 +83,8 @@ def _timeout(value: float | httpx.Timeout | None) -> httpx.Timeout:
     return httpx.Timeout(float(value), connect=min(5.0, float(value)))
 
 
-def _base_url(value: str | None) -> str:
-    url = value or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+def _base_url(value: str | httpx.URL | None) -> str:
+    url = str(value or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL)
     if not url.startswith(("http://", "https://")):
         raise ValueError(f"base_url must start with http:// or https://, got {url!r}")
     return url.rstrip("/")
@@ -97,6 +102,8 @@ class BatcherConfig:
     organization: str | None = None
     project: str | None = None
     default_headers: Mapping[str, str] = attrs.field(factory=dict, repr=False)
+    #: Query parameters added to every Files/Batches call (as the SDK's ``default_query``).
+    default_query: Mapping[str, object] = attrs.field(factory=dict, validator=_query)
     timeout: httpx.Timeout = attrs.field(default=None, converter=_timeout)
     max_retries: int = attrs.field(default=2, validator=_non_negative)
 

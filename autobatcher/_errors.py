@@ -4,6 +4,7 @@ Names mirror the openai SDK's where the meaning is the same, so code that catche
 ``openai.RateLimitError`` reads the same with ``autobatcher.RateLimitError``::
 
     AutobatcherError                 root of everything this library raises
+     ├── MissingAPIKeyError          no api_key and no OPENAI_API_KEY; also ValueError
      ├── ClientClosedError           the client is closed (or stopped); also RuntimeError
      ├── UnsupportedParameterError   a keyword a batch cannot honour (stream=True); also ValueError
      ├── RequestTooLargeError        one request is larger than a whole batch; also ValueError
@@ -76,6 +77,7 @@ __all__ = [
     "EventLoopError",
     "InternalError",
     "InternalServerError",
+    "MissingAPIKeyError",
     "MissingResultError",
     "NotFoundError",
     "PermissionDeniedError",
@@ -88,6 +90,10 @@ __all__ = [
 
 class AutobatcherError(Exception):
     """Root of every exception autobatcher raises on purpose."""
+
+
+class MissingAPIKeyError(AutobatcherError, ValueError):
+    """No ``api_key=`` and no ``OPENAI_API_KEY``: refused at construction, as the SDK does."""
 
 
 class ClientClosedError(AutobatcherError, RuntimeError):

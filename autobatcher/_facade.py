@@ -1,211 +1,59 @@
-"""``BatchOpenAI``, ``open_batcher`` and the OpenAI-shaped namespaces."""
+"""``BatchOpenAI`` and ``open_batcher``; the namespaces they expose live in ``_resources``."""
 
 from __future__ import annotations
 
 import asyncio
 import enum
-import json
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
-from contextlib import asynccontextmanager
-from types import TracebackType
-from typing import Any, Generic, TypeVar
+import inspect
+import sys
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from types import ModuleType, TracebackType
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeAlias, TypeVar
 
 import anyio
 import anyio.abc
-import attrs
 import httpx
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from ._config import BatcherConfig
+from ._config import (
+    DEFAULT_MAX_BATCH_BYTES,
+    MAX_EMBEDDING_INPUTS_UPSTREAM,
+    MAX_LINES_UPSTREAM,
+    BatcherConfig,
+)
 from ._engine import Engine
 from ._errors import (
     APITimeoutError,
     ClientClosedError,
     InternalError,
+    MissingAPIKeyError,
     RequestTooLargeError,
     UnsupportedParameterError,
 )
 from ._events import BatchEvent, EventHub
 from ._job import Slot
-from ._jsonl import decode_result, encode_line
+from ._jsonl import encode_line
+from ._resources import (
+    Chat,
+    Completions,
+    Embeddings,
+    Moderations,
+    Omit,
+    Responses,
+    _count_inputs,
+    _Create,
+    _Endpoint,
+    _not_batched,
+    omit,
+)
+from ._sizing import MAX_INFLATION, encoded_size_at_least
 from ._wire import Wire
-from .types import (
-    ChatCompletion,
-    Completion,
-    CreateEmbeddingResponse,
-    ModerationCreateResponse,
-    Response,
-)
 
-__all__ = ["BatchOpenAI", "RawResponse", "open_batcher"]
+__all__ = ["BatchOpenAI", "open_batcher"]
 
-T = TypeVar("T")
 R = TypeVar("R")
-
-_CONFIG_FIELDS = frozenset(field.name for field in attrs.fields(BatcherConfig))
-
-
-@attrs.frozen
-class RawResponse(Generic[T]):
-    """What ``with_raw_response.create()`` returns, shaped like the SDK's ``LegacyAPIResponse``.
-
-    There is no HTTP response of its own for a batched request; ``headers`` carries the line's
-    ``x-request-id`` and the batch and custom ids it travelled under.
-    """
-
-    _parsed: T
-    headers: httpx.Headers
-    status_code: int = 200
-
-    def parse(self) -> T:
-        return self._parsed
-
-
-@attrs.frozen
-class _Endpoint(Generic[T]):
-    path: str  # as written in the JSONL line and the batch's ``endpoint``
-    name: str  # how users reach it, for messages
-    build: Callable[[Mapping[str, Any]], T]
-    model_required: bool = True
-    counts_inputs: bool = False  # embeddings: a batch holds at most 50,000 inputs
-
-
-_CHAT = _Endpoint("/v1/chat/completions", "chat.completions", ChatCompletion.from_dict)
-_EMBEDDINGS = _Endpoint(
-    "/v1/embeddings", "embeddings", CreateEmbeddingResponse.from_dict, counts_inputs=True
-)
-_RESPONSES = _Endpoint("/v1/responses", "responses", Response.from_dict)
-_COMPLETIONS = _Endpoint("/v1/completions", "completions", Completion.from_dict)
-_MODERATIONS = _Endpoint(
-    "/v1/moderations", "moderations", ModerationCreateResponse.from_dict, model_required=False
-)
-
-_NOT_BATCHED_HINTS = {
-    "parse": "call create(response_format=...) and parse message.content yourself",
-    "stream": "batch APIs do not stream; call create() and await the whole answer",
-    "with_streaming_response": "batch APIs do not stream; use create() or with_raw_response",
-    "retrieve": "stored objects are not batched; use openai.AsyncOpenAI for real-time calls",
-    "list": "stored objects are not batched; use openai.AsyncOpenAI for real-time calls",
-    "delete": "stored objects are not batched; use openai.AsyncOpenAI for real-time calls",
-    "update": "stored objects are not batched; use openai.AsyncOpenAI for real-time calls",
-    "cancel": "cancel the awaiting task instead: its request is withdrawn or its result dropped",
-}
-
-
-def _not_batched(path: str, name: str) -> AttributeError:
-    hint = _NOT_BATCHED_HINTS.get(
-        name, "only create() is batched; use openai.AsyncOpenAI for anything else"
-    )
-    return AttributeError(f"'{path}.{name}' is not available in autobatcher: {hint}")
-
-
-def _count_inputs(endpoint: _Endpoint[Any], body: Mapping[str, Any]) -> int:
-    value = body.get("input")
-    if isinstance(value, list) and value and isinstance(value[0], str | list):
-        return len(value)
-    return 1
-
-
-class _Create(Generic[T, R]):
-    """``create`` for one endpoint, finished into ``R`` by the subclass.
-
-    ``create`` is a plain method returning the coroutine of :meth:`BatchOpenAI._answer`, so a
-    waiting request keeps exactly one coroutine frame of ours alive, not a stack of them.
-    """
-
-    _path: str
-
-    def __init__(self, client: BatchOpenAI, endpoint: _Endpoint[T]) -> None:
-        self._client = client
-        self._endpoint = endpoint
-
-    def create(
-        self,
-        *,
-        extra_headers: Mapping[str, str] | None = None,
-        extra_query: Mapping[str, object] | None = None,
-        extra_body: Mapping[str, object] | None = None,
-        timeout: float | None = None,
-        **params: Any,
-    ) -> Coroutine[Any, Any, R]:
-        return self._client._answer(
-            self._endpoint, params, extra_headers, extra_query, extra_body, timeout, self
-        )
-
-    def _finish(self, slot: Slot, line: bytes) -> R:
-        raise NotImplementedError
-
-    def __getattr__(self, name: str) -> Any:
-        raise _not_batched(self._path.format(self._endpoint.name), name)
-
-
-class _Creator(_Create[T, T]):
-    """``create``: the parsed model."""
-
-    _path = "{}"
-
-    def _finish(self, slot: Slot, line: bytes) -> T:
-        return decode_result(
-            line, self._endpoint.build, custom_id=slot.custom_id, batch_id=slot.batch_id
-        )
-
-
-class _RawCreator(_Create[T, "RawResponse[T]"]):
-    """``with_raw_response.create``: the parsed model plus the line's headers and status."""
-
-    _path = "{}.with_raw_response"
-
-    def _finish(self, slot: Slot, line: bytes) -> RawResponse[T]:
-        batch_id = slot.batch_id
-        parsed = decode_result(
-            line, self._endpoint.build, custom_id=slot.custom_id, batch_id=batch_id
-        )
-        response = json.loads(line).get("response") or {}
-        headers = httpx.Headers(
-            {
-                "x-request-id": str(response.get("request_id") or ""),
-                "x-autobatcher-batch-id": batch_id or "",
-                "x-autobatcher-custom-id": slot.custom_id,
-            }
-        )
-        status = response.get("status_code")
-        return RawResponse(parsed, headers, status if isinstance(status, int) else 200)
-
-
-class _Resource(_Creator[T]):
-    def __init__(self, client: BatchOpenAI, endpoint: _Endpoint[T]) -> None:
-        super().__init__(client, endpoint)
-        self.with_raw_response = _RawCreator(client, endpoint)
-
-
-class ChatCompletions(_Resource[ChatCompletion]):
-    """``client.chat.completions``."""
-
-
-class Chat:
-    """``client.chat``."""
-
-    def __init__(self, client: BatchOpenAI) -> None:
-        self.completions = ChatCompletions(client, _CHAT)
-
-    def __getattr__(self, name: str) -> Any:
-        raise _not_batched("chat", name)
-
-
-class Embeddings(_Resource[CreateEmbeddingResponse]):
-    """``client.embeddings``."""
-
-
-class Responses(_Resource[Response]):
-    """``client.responses``."""
-
-
-class Completions(_Resource[Completion]):
-    """``client.completions``."""
-
-
-class Moderations(_Resource[ModerationCreateResponse]):
-    """``client.moderations``."""
+P = ParamSpec("P")
 
 
 class _State(enum.Enum):
@@ -239,31 +87,72 @@ class BatchOpenAI:
         self,
         *,
         api_key: str | None = None,
-        base_url: str | None = None,
+        organization: str | None = None,
+        project: str | None = None,
+        base_url: str | httpx.URL | None = None,
+        timeout: float | httpx.Timeout | None = None,
+        max_retries: int = 2,
+        default_headers: Mapping[str, str] | None = None,
+        default_query: Mapping[str, object] | None = None,
+        http_client: httpx.AsyncClient | None = None,
         batch_size: int = 100,
         batch_window_seconds: float = 1.0,
         poll_interval_seconds: float = 5.0,
         completion_window: str = "24h",
-        http_client: httpx.AsyncClient | None = None,
-        **options: Any,
+        batch_metadata: Mapping[str, str] | None = None,
+        max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
+        max_batch_lines: int = MAX_LINES_UPSTREAM,
+        max_embedding_inputs: int = MAX_EMBEDDING_INPUTS_UPSTREAM,
+        max_batches_in_flight: int | None = None,
+        max_queued_requests: int = 100_000,
+        job_error_budget_seconds: float = 600.0,
+        cancel_abandoned_batches: bool = True,
+        cancel_batches_on_exit: bool = True,
+        shutdown_timeout_seconds: float = 10.0,
+        fetch_partial_results: bool = True,
+        event_hook: Callable[[BatchEvent], object] | None = None,
     ) -> None:
-        unknown = set(options) - _CONFIG_FIELDS
-        if unknown:
-            raise TypeError(
-                f"BatchOpenAI got unknown option(s) {', '.join(sorted(unknown))}; "
-                f"valid options: {', '.join(sorted(_CONFIG_FIELDS | {'http_client'}))}"
-            )
+        """Every option is keyword-only and checked here (see :class:`BatcherConfig`).
+
+        The first nine are ``AsyncOpenAI``'s; ``http_client`` is yours to close (we never do).
+        Raises :class:`MissingAPIKeyError` when there is no ``api_key`` and no
+        ``OPENAI_API_KEY``, ``TypeError`` / ``ValueError`` for an option of the wrong type or
+        out of range, naming it.
+        """
         if http_client is not None and not isinstance(http_client, httpx.AsyncClient):
             raise TypeError("http_client must be an httpx.AsyncClient")
         self._config = BatcherConfig(
             api_key=api_key,
+            organization=organization,
+            project=project,
             base_url=base_url,
+            timeout=timeout,
+            max_retries=max_retries,
+            default_headers={} if default_headers is None else default_headers,
+            default_query={} if default_query is None else default_query,
             batch_size=batch_size,
             batch_window_seconds=batch_window_seconds,
             poll_interval_seconds=poll_interval_seconds,
             completion_window=completion_window,
-            **options,
+            batch_metadata=batch_metadata,
+            max_batch_bytes=max_batch_bytes,
+            max_batch_lines=max_batch_lines,
+            max_embedding_inputs=max_embedding_inputs,
+            max_batches_in_flight=max_batches_in_flight,
+            max_queued_requests=max_queued_requests,
+            job_error_budget_seconds=job_error_budget_seconds,
+            cancel_abandoned_batches=cancel_abandoned_batches,
+            cancel_batches_on_exit=cancel_batches_on_exit,
+            shutdown_timeout_seconds=shutdown_timeout_seconds,
+            fetch_partial_results=fetch_partial_results,
+            event_hook=event_hook,
         )
+        if self._config.api_key is None:
+            raise MissingAPIKeyError(
+                "The api_key client option must be set either by passing api_key to the client "
+                "or by setting the OPENAI_API_KEY environment variable"
+            )
+        self._http_client = http_client
         self._events = EventHub(self._config.event_hook)
         self._wire = Wire(self._config, http_client, events=self._events)
         self._engine = Engine(self._config, self._wire, self._events)
@@ -273,10 +162,10 @@ class BatchOpenAI:
         self._run_done: anyio.Event | None = None
         self._closed_event: anyio.Event | None = None
         self.chat = Chat(self)
-        self.embeddings = Embeddings(self, _EMBEDDINGS)
-        self.responses = Responses(self, _RESPONSES)
-        self.completions = Completions(self, _COMPLETIONS)
-        self.moderations = Moderations(self, _MODERATIONS)
+        self.embeddings = Embeddings(self)
+        self.responses = Responses(self)
+        self.completions = Completions(self)
+        self.moderations = Moderations(self)
 
     def __repr__(self) -> str:
         return f"<BatchOpenAI {self._config.base_url} {self._state.value}>"
@@ -293,8 +182,141 @@ class BatchOpenAI:
         return self._config.base_url
 
     @property
-    def api_key(self) -> str | None:
-        return self._config.api_key
+    def api_key(self) -> str:
+        api_key = self._config.api_key
+        assert api_key is not None  # refused in __init__ otherwise
+        return api_key
+
+    @property
+    def organization(self) -> str | None:
+        return self._config.organization
+
+    @property
+    def project(self) -> str | None:
+        return self._config.project
+
+    @property
+    def timeout(self) -> httpx.Timeout:
+        """The timeout of each Files/Batches HTTP call (not a deadline for answers)."""
+        return self._config.timeout
+
+    @property
+    def max_retries(self) -> int:
+        """How often one Files/Batches HTTP call is retried after a transient failure."""
+        return self._config.max_retries
+
+    @property
+    def default_query(self) -> dict[str, object]:
+        """Query parameters added to every Files/Batches call."""
+        return dict(self._config.default_query)
+
+    def is_closed(self) -> bool:
+        """Whether this client has stopped taking requests (closing, closed, or its engine
+        stopped): ``create()`` would raise :class:`ClientClosedError`. A client never reopens.
+        """
+        return self._engine.closed_reason is not None
+
+    def copy(
+        self,
+        *,
+        api_key: str | None = None,
+        organization: str | None = None,
+        project: str | None = None,
+        base_url: str | httpx.URL | None = None,
+        timeout: float | httpx.Timeout | Omit | None = omit,
+        http_client: httpx.AsyncClient | None = None,
+        max_retries: int | Omit = omit,
+        default_headers: Mapping[str, str] | None = None,
+        set_default_headers: Mapping[str, str] | None = None,
+        default_query: Mapping[str, object] | None = None,
+        set_default_query: Mapping[str, object] | None = None,
+        batch_size: int | Omit = omit,
+        batch_window_seconds: float | Omit = omit,
+        poll_interval_seconds: float | Omit = omit,
+        completion_window: str | Omit = omit,
+        batch_metadata: Mapping[str, str] | Omit | None = omit,
+        max_batch_bytes: int | Omit = omit,
+        max_batch_lines: int | Omit = omit,
+        max_embedding_inputs: int | Omit = omit,
+        max_batches_in_flight: int | Omit | None = omit,
+        max_queued_requests: int | Omit = omit,
+        job_error_budget_seconds: float | Omit = omit,
+        cancel_abandoned_batches: bool | Omit = omit,
+        cancel_batches_on_exit: bool | Omit = omit,
+        shutdown_timeout_seconds: float | Omit = omit,
+        fetch_partial_results: bool | Omit = omit,
+        event_hook: Callable[[BatchEvent], object] | Omit | None = omit,
+    ) -> BatchOpenAI:
+        """A new, independent client with this one's options, some of them overridden.
+
+        As the SDK's ``copy``: ``None`` (or leaving an argument out) keeps the current value;
+        ``default_headers`` / ``default_query`` are merged into the current ones, while
+        ``set_default_headers`` / ``set_default_query`` replace them.
+
+        Unlike the SDK's, the copy does not share this client's work: a batching client owns an
+        engine (lanes, upstream batches, waiting callers), so the copy gets its own and starts
+        unopened — use it with ``async with`` or ``close()`` it like any new client. It shares
+        the ``http_client`` you gave this one (you close it); a connection pool this client made
+        itself is not shared, because closing this client closes it. This client is untouched.
+        """
+        if default_headers is not None and set_default_headers is not None:
+            raise ValueError(
+                "The `default_headers` and `set_default_headers` arguments are mutually exclusive"
+            )
+        if default_query is not None and set_default_query is not None:
+            raise ValueError(
+                "The `default_query` and `set_default_query` arguments are mutually exclusive"
+            )
+        config = self._config
+        headers: Mapping[str, str] = config.default_headers
+        if default_headers is not None:
+            headers = {**headers, **default_headers}
+        elif set_default_headers is not None:
+            headers = set_default_headers
+        query: Mapping[str, object] = config.default_query
+        if default_query is not None:
+            query = {**query, **default_query}
+        elif set_default_query is not None:
+            query = set_default_query
+        # Rebuilt through __init__, not attrs.evolve: overridden values are checked with the
+        # same messages, and the copy gets its own engine and wire.
+        overrides: dict[str, Any] = {
+            "batch_size": batch_size,
+            "batch_window_seconds": batch_window_seconds,
+            "poll_interval_seconds": poll_interval_seconds,
+            "completion_window": completion_window,
+            "batch_metadata": batch_metadata,
+            "max_batch_bytes": max_batch_bytes,
+            "max_batch_lines": max_batch_lines,
+            "max_embedding_inputs": max_embedding_inputs,
+            "max_batches_in_flight": max_batches_in_flight,
+            "max_queued_requests": max_queued_requests,
+            "job_error_budget_seconds": job_error_budget_seconds,
+            "cancel_abandoned_batches": cancel_abandoned_batches,
+            "cancel_batches_on_exit": cancel_batches_on_exit,
+            "shutdown_timeout_seconds": shutdown_timeout_seconds,
+            "fetch_partial_results": fetch_partial_results,
+            "event_hook": event_hook,
+        }
+        options = {
+            name: getattr(config, name) if value is omit else value
+            for name, value in overrides.items()
+        }
+        return type(self)(
+            api_key=api_key or config.api_key,
+            organization=organization or config.organization,
+            project=project or config.project,
+            base_url=base_url or config.base_url,
+            timeout=config.timeout if isinstance(timeout, Omit) else timeout,
+            max_retries=config.max_retries if isinstance(max_retries, Omit) else max_retries,
+            default_headers=headers,
+            default_query=query,
+            http_client=http_client or self._http_client,
+            **options,
+        )
+
+    #: The SDK's other name for :meth:`copy`.
+    with_options = copy
 
     # -- the engine's owner ------------------------------------------------------------------
 
@@ -474,17 +496,32 @@ class BatchOpenAI:
             )
         if extra_body:
             params.update(extra_body)
+        sdk_types = sys.modules.get("openai._types")
+        if sdk_types is not None:
+            _drop_sdk_sentinels(params, sdk_types)
         model = params.get("model")
         if model is None and not endpoint.model_required:
             model = ""
         if not isinstance(model, str) or (endpoint.model_required and not model):
             raise TypeError(f"{endpoint.name}.create() needs model= as a non-empty string")
+        cap = self._config.max_batch_bytes
+        # Sized before it is encoded: a body too large for any batch is refused without
+        # copying or encoding it (a 250 MB one used to block the loop for a second). A big body
+        # whose non-ASCII text escaping could still carry past the cap has that text measured.
+        at_least = encoded_size_at_least(params, cap)
+        if cap >= at_least > cap // MAX_INFLATION:
+            at_least = encoded_size_at_least(params, cap, measure_text=True)
+        if at_least > cap:
+            raise RequestTooLargeError(
+                f"this request encodes to at least {at_least:,} bytes, more than a whole batch "
+                f"may hold (max_batch_bytes={cap:,}); it was refused before being encoded"
+            )
         custom_id = engine.next_custom_id()
         line = encode_line(custom_id, endpoint.path, params)
-        if len(line) > self._config.max_batch_bytes:
+        if len(line) > cap:
             raise RequestTooLargeError(
                 f"this request encodes to {len(line):,} bytes, more than a whole batch may hold "
-                f"(max_batch_bytes={self._config.max_batch_bytes:,})"
+                f"(max_batch_bytes={cap:,})"
             )
         inputs = _count_inputs(endpoint, params) if endpoint.counts_inputs else 1
         return model, custom_id, line, inputs
@@ -546,14 +583,61 @@ class BatchOpenAI:
         return finisher._finish(slot, outcome)
 
 
-@asynccontextmanager
-async def open_batcher(**options: Any) -> AsyncIterator[BatchOpenAI]:
+def _drop_sdk_sentinels(params: dict[str, Any], sdk_types: ModuleType) -> None:
+    """Leave out arguments set to the openai SDK's ``NOT_GIVEN`` / ``omit``, as the SDK does.
+
+    Only looked for when the SDK is imported (code moving from ``AsyncOpenAI`` may still pass
+    them); it is never imported by us.
+    """
+    sentinels = tuple(
+        cls
+        for cls in (getattr(sdk_types, "NotGiven", None), getattr(sdk_types, "Omit", None))
+        if isinstance(cls, type)
+    )
+    if sentinels:
+        for name in [name for name, value in params.items() if isinstance(value, sentinels)]:
+            del params[name]
+
+
+def _options_of(
+    constructor: Callable[P, BatchOpenAI],
+) -> Callable[[Callable[..., AbstractAsyncContextManager[BatchOpenAI]]], OpenBatcher[P]]:
+    """Give ``open_batcher`` the constructor's typed keyword-only options (one list, not two):
+    type checkers see them through ``P``, ``help()`` and ``inspect`` through ``__signature__``.
+    """
+
+    def adopt(
+        func: Callable[..., AbstractAsyncContextManager[BatchOpenAI]],
+    ) -> OpenBatcher[P]:
+        func.__signature__ = inspect.signature(constructor).replace(  # type: ignore[attr-defined]
+            return_annotation="AbstractAsyncContextManager[BatchOpenAI]"
+        )
+        return func
+
+    return adopt
+
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    OpenBatcher: TypeAlias = Callable[P, AbstractAsyncContextManager[BatchOpenAI]]
+
+
+@_options_of(BatchOpenAI)
+def open_batcher(**options: Any) -> AbstractAsyncContextManager[BatchOpenAI]:
     """``async with open_batcher(**options) as client:`` — the engine lives inside the block.
+
+    Takes exactly :class:`BatchOpenAI`'s keyword-only options, checked at this call (a
+    misspelled one is a ``TypeError`` here, and a mypy error before).
 
     Leaving normally flushes and waits for every answer; leaving by an exception or cancellation
     cancels upstream batches (by default) and fails the callers still waiting. The block's own
     exception comes out unwrapped (no exception group), on asyncio and trio.
     """
-    client = BatchOpenAI(**options)
+    return _owned(BatchOpenAI(**options))
+
+
+@asynccontextmanager
+async def _owned(client: BatchOpenAI) -> AsyncIterator[BatchOpenAI]:
     async with client:
         yield client

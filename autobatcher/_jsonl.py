@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from ._errors import (
@@ -20,7 +21,37 @@ __all__ = ["LineSplitter", "decode_result", "encode_line", "extract_custom_id"]
 
 T = TypeVar("T")
 
-_encode_body = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
+def _json_default(value: object) -> object:
+    """What the openai SDK sends for values plain JSON cannot hold, so a request body encodes
+    here as it would through ``AsyncOpenAI``: dates as ISO 8601 text, models (ours and
+    pydantic's, e.g. a message from an earlier answer put back into ``messages``) as their JSON,
+    other mappings as objects, other iterables (generators, ``dict.values()``) as arrays. Sets
+    are refused (no order), and anything else is the ``TypeError`` JSON raises.
+    """
+    if isinstance(value, datetime.date):  # datetime.datetime included
+        return value.isoformat()
+    model_dump = getattr(value, "model_dump", None)
+    if callable(model_dump) and not isinstance(value, type):
+        return model_dump(mode="json", exclude_unset=True, by_alias=True)
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, set | frozenset):
+        raise TypeError("a set has no order to send as a JSON array: pass a list")
+    if isinstance(value, Iterable) and not isinstance(value, str | bytes | bytearray):
+        return list(value)
+    if type(value).__name__ in _SENTINELS and type(value).__module__.startswith(_SENTINEL_HOMES):
+        raise TypeError(
+            f"{type(value).__name__} sentinel inside a nested value: leave the key out instead"
+        )
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+_SENTINELS = frozenset({"NotGiven", "Omit"})
+_SENTINEL_HOMES = ("openai", "autobatcher")
+_encode_body = json.JSONEncoder(
+    separators=(",", ":"), allow_nan=False, default=_json_default
+).encode
 _CUSTOM_ID_KEY = b'"custom_id"'
 
 

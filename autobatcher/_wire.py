@@ -99,6 +99,7 @@ class Wire:
             headers["OpenAI-Project"] = config.project
         headers.update(config.default_headers)
         self._headers = headers
+        self._default_query: dict[str, Any] = dict(config.default_query)
         self._base = config.base_url
 
     @property
@@ -153,7 +154,7 @@ class Wire:
                     method,
                     url,
                     json=json_body,
-                    params=params,
+                    params={**self._default_query, **params} if params else self._default_query,
                     content=content() if content is not None else None,
                     headers=all_headers,
                 )
@@ -402,7 +403,7 @@ class Wire:
             async with self._client.stream(
                 "GET",
                 self.url(f"files/{file_id}/content"),
-                params=params,
+                params={**self._default_query, **params},
                 headers=self._headers,
             ) as response:
                 if not response.is_success:

@@ -28,8 +28,11 @@ EXPECTED = {
     "EventLoopError",
     "InternalError",
     "InternalServerError",
+    "MissingAPIKeyError",
     "MissingResultError",
+    "NOT_GIVEN",
     "NotFoundError",
+    "Omit",
     "PermissionDeniedError",
     "RateLimitError",
     "RawResponse",
@@ -37,6 +40,7 @@ EXPECTED = {
     "UnprocessableEntityError",
     "UnsupportedParameterError",
     "__version__",
+    "omit",
     "open_batcher",
 }
 
