@@ -88,6 +88,9 @@ class Engine:
             raise ClientClosedError(f"{self.closed_reason}: it cannot take new requests")
         if self.standalone:
             self._check_loop()
+        return self._send_nowait(slot)
+
+    def _send_nowait(self, slot: Slot) -> bool:
         try:
             self._intake_tx.send_nowait(slot)
         except anyio.WouldBlock:
@@ -105,12 +108,16 @@ class Engine:
                 raise ClientClosedError(self.closed_reason or "the client is closed") from None
             return
         # Standalone: nobody else may be driving, so wait in turn and drive when appointed.
+        # A caller already waiting here when the client closes is still answered (as in run
+        # mode, where its blocked send() completes while close() drains).
         room = _Room(self)
         self._room_waiters.append(room)
         try:
-            while not self.offer(slot):
+            while not self._send_nowait(slot):
                 await self._turns.wait(room)
-                if not self.offer(slot):
+                if self.aborted:
+                    raise ClientClosedError(self.closed_reason or "the client is closed")
+                if not self._send_nowait(slot):
                     # another caller took the freed place first: wait at the front
                     room.fired = False
                     room.signal = new_signal()
@@ -448,4 +455,4 @@ class _Room:
         self.fired = False
 
     def done(self) -> bool:
-        return self.fired or self.engine.closed_reason is not None or self.engine.intake_has_room()
+        return self.fired or self.engine.aborted or self.engine.intake_has_room()

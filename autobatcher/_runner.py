@@ -34,7 +34,7 @@ from ._job import Job, Phase, Slot
 from ._jsonl import extract_custom_id
 from ._retry import Spell
 from ._signals import fire
-from ._wire import LineSink, Wire
+from ._wire import LineSink, Wire, maybe_sent
 from .types import Batch, FileObject
 
 __all__ = ["RESERVED_METADATA_KEY", "JobHost", "JobRunner", "Stop"]
@@ -194,7 +194,13 @@ class JobRunner:
         # the job unsure, and the next attempt looks before uploading again.
         record.upload_unsure = True
         if uploaded is None:
-            uploaded = await wire.upload_batch_file(filename, lines, nbytes, reconcile=find_file)
+            try:
+                uploaded = await wire.upload_batch_file(
+                    filename, lines, nbytes, reconcile=find_file
+                )
+            except APIError as exc:
+                record.upload_unsure = maybe_sent(exc)
+                raise
         record.file_id = uploaded.id
         record.order = order
         record.upload_unsure = False
@@ -229,7 +235,11 @@ class JobRunner:
         batch = await find_batch() if record.create_unsure else None
         record.create_unsure = True  # as for the upload: unsure until the batch id is in hand
         if batch is None:
-            batch = await self._wire.create_batch(body, reconcile=find_batch)
+            try:
+                batch = await self._wire.create_batch(body, reconcile=find_batch)
+            except APIError as exc:
+                record.create_unsure = maybe_sent(exc)
+                raise
         record.batch_id = batch.id
         job.batch = batch
         record.create_unsure = False

@@ -11,7 +11,9 @@ raises :class:`APIResponseValidationError` saying what was expected and what cam
 from __future__ import annotations
 
 import json
+import os
 import random
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -52,14 +54,33 @@ def _decode_body(response: httpx.Response) -> object:
 
 def _connection_reason(exc: httpx.TransportError) -> str:
     """The plain reason of a transport error (``connection refused``), without the noise."""
-    text = str(exc) or type(exc).__name__
-    cause = exc.__cause__ or exc.__context__
-    while cause is not None and isinstance(cause, Exception):
-        inner = getattr(cause, "strerror", None)
-        if isinstance(inner, str) and inner:
-            return inner.lower()
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(cause, ConnectionResetError):
+            return "connection reset by the server"
+        if isinstance(cause, socket.gaierror):
+            return f"host name not resolved ({cause.strerror})"
+        if isinstance(cause, OSError) and cause.errno:
+            return os.strerror(cause.errno).lower()
+        grouped = getattr(cause, "exceptions", None)  # one error per address tried
+        if isinstance(grouped, tuple) and grouped and isinstance(grouped[0], BaseException):
+            cause = grouped[0]
+            continue
         cause = cause.__cause__ or cause.__context__
-    return text.split("] ", 1)[-1] if text.startswith("[Errno") else text
+    text = str(exc) or type(exc).__name__
+    return text[:1].lower() + text[1:]
+
+
+def maybe_sent(error: APIError) -> bool:
+    """Whether the call that raised ``error`` may have taken effect on the server.
+
+    False only when every attempt was refused before anything was sent (a connection that
+    could not be made), or the server answered with an error status: then a retry needs no
+    look-up first.
+    """
+    return bool(getattr(error, "_autobatcher_maybe_sent", True))
 
 
 class Wire:
@@ -184,11 +205,13 @@ class Wire:
                     request_id=response.headers.get("x-request-id"),
                 )
                 if not policy.response_is_retryable(response):
+                    error._autobatcher_maybe_sent = unsure  # type: ignore[attr-defined]
                     raise error
                 retry_headers = response.headers
                 # A 429 was refused before any work; a 5xx/408/409 may have been processed.
                 unsure = unsure or response.status_code != 429
             if attempt >= retries:
+                error._autobatcher_maybe_sent = unsure  # type: ignore[attr-defined]
                 raise error
             delay = policy.call_delay(attempt, retry_headers)
             attempt += 1
