@@ -37,6 +37,7 @@ from ._errors import (
 )
 from ._events import BatchEvent
 from ._facade import BatchOpenAI, open_batcher
+from ._journal import JournalBusyError, JournalError, SqliteStore, Store
 from ._resources import NOT_GIVEN, Omit, RawResponse, omit
 from ._version import __version__
 
@@ -64,6 +65,8 @@ __all__ = [
     "EventLoopError",
     "InternalError",
     "InternalServerError",
+    "JournalBusyError",
+    "JournalError",
     "MissingAPIKeyError",
     "MissingResultError",
     "NotFoundError",
@@ -72,6 +75,8 @@ __all__ = [
     "RateLimitError",
     "RawResponse",
     "RequestTooLargeError",
+    "SqliteStore",
+    "Store",
     "UnprocessableEntityError",
     "UnsupportedParameterError",
     "__version__",

@@ -1,4 +1,5 @@
-"""The ``autobatcher`` command line: ``emulate`` (serve the Batch API emulator) and ``demo``."""
+"""The ``autobatcher`` command line: ``emulate`` (serve the Batch API emulator), ``demo``, and
+``journal`` (see :mod:`autobatcher._journal_cli`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
+from ._journal_cli import add_journal_parser, run_journal_command
 from ._version import __version__
 
 __all__ = ["EMULATOR_DEFAULTS", "build_parser", "main"]
@@ -311,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="seconds between batch status polls, > 0 (default: 0.2)",
     )
+    add_journal_parser(commands)
     return parser
 
 
@@ -375,4 +378,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(list(argv) if argv is not None else None)
     if args.command == "emulate":
         return _emulate(args)
+    if args.command == "journal":
+        return run_journal_command(args)
     return _demo(args)

@@ -126,7 +126,8 @@ class BatcherConfig:
     max_queued_requests: int = attrs.field(default=100_000, validator=_positive)
     job_error_budget_seconds: float = attrs.field(default=600.0, validator=_positive)
     cancel_abandoned_batches: bool = True
-    cancel_batches_on_exit: bool = True
+    #: None: cancel without a journal, keep them running (for the next run) with one
+    cancel_batches_on_exit: bool | None = None
     shutdown_timeout_seconds: float = attrs.field(default=10.0, validator=_positive)
     fetch_partial_results: bool = True
     event_hook: Callable[[BatchEvent], object] | None = attrs.field(default=None, repr=False)

@@ -33,6 +33,7 @@ from ._driver import RUN_MODE, Turns
 from ._errors import APIError, ClientClosedError, EventLoopError
 from ._events import BatchEvent, EventHub
 from ._job import GONE, Job, Phase, Slot
+from ._journal import Journal
 from ._lanes import Lanes
 from ._runner import JobRunner, settle_all
 from ._signals import Signal, fire, loop_token, new_signal, wait_for
@@ -44,10 +45,24 @@ logger = logging.getLogger("autobatcher")
 
 
 class Engine:
-    def __init__(self, config: BatcherConfig, wire: Wire, events: EventHub) -> None:
+    def __init__(
+        self,
+        config: BatcherConfig,
+        wire: Wire,
+        events: EventHub,
+        journal: Journal | None = None,
+    ) -> None:
         self.config = config
         self.wire = wire
         self.events = events
+        self.journal = journal
+        #: requests of an earlier run whose batch is still open upstream, by custom_id
+        self._resumed: dict[str, Job] = {}
+        self._journal_loaded = False
+        #: follow resumed jobs to the end even when nobody asks for them (journal collect)
+        self.collect_resumed = False
+        cancel_on_exit = config.cancel_batches_on_exit
+        self._cancel_on_exit = journal is None if cancel_on_exit is None else cancel_on_exit
         self._prefix = f"ab{secrets.token_hex(4)}"
         self._seq = 0
         self._job_seq = 0
@@ -59,7 +74,7 @@ class Engine:
         self._jobs: dict[str, Job] = {}  # flushed and not done, by key
         self._runnable: deque[Job] = deque()
         self._started: set[Job] = set()  # jobs whose task runs now
-        self._runner = JobRunner(config, wire, events, self)
+        self._runner = JobRunner(config, wire, events, self, journal)
         self._turns = Turns(self.drive, self._has_work)
         self._room_waiters: deque[_Room] = deque()  # standalone callers blocked on a full intake
         self._drain_waiters: list[_Drained] = []
@@ -141,6 +156,78 @@ class Engine:
                 "client:` there"
             )
 
+    # -- the journal ----------------------------------------------------------------------------
+
+    async def load_journal(self) -> None:
+        """Pick up what an earlier run left open (once): batches that exist, or may, upstream."""
+        journal = self.journal
+        if journal is None or self._journal_loaded:
+            return
+        state = await journal.load()
+        if self._journal_loaded:  # another caller got here first
+            return
+        self._journal_loaded = True
+        now = anyio.current_time()
+        dead = []
+        for record in state.open_jobs:
+            if record.phase == Phase.SUBMITTED or (
+                record.phase == Phase.UPLOADED and record.create_unsure
+            ):
+                # the schedule was on the old process's clock: poll at once
+                record.next_poll_at = None
+                job = Job(record=record, deadline=now, flushed_at=now, resumed=True)
+                self._jobs[record.key] = job
+                self._runnable.append(job)
+                for custom_id in record.order:
+                    if custom_id not in journal.done:
+                        self._resumed[custom_id] = job
+                logger.info(
+                    "resuming batch job %s (%s) from the journal", record.key, record.batch_id
+                )
+            else:
+                # never reached a create: nothing runs upstream, its requests are free again
+                record.phase = Phase.DONE
+                dead.append(record)
+        self.poke()
+        # (only now an await: every resumed job is in place before any caller looks)
+        for record in dead:
+            await journal.save_job(record)
+
+    async def recall(self, slot: Slot) -> bool:
+        """With a journal: answer ``slot`` from it, or attach it to its batch still running
+        upstream. False if the request is new (it goes through the intake as usual)."""
+        journal = self.journal
+        assert journal is not None
+        if self.standalone:
+            self._check_loop()
+        await self.load_journal()
+        custom_id = slot.custom_id
+        if custom_id in journal.done:
+            line = await journal.result(custom_id)
+            if line is not None:
+                slot.outcome = line
+                slot.line = None
+                fire(slot.signal)
+                return True
+        job = self._resumed.get(custom_id)
+        if job is not None and job.phase != Phase.DONE:
+            slot.job = job
+            slot.line = None
+            job.slots[custom_id] = slot
+            self.poke()
+            return True
+        return False
+
+    async def collect(self) -> None:
+        """Wait until every job, this run's and the journal's earlier ones, is finished."""
+        self.collect_resumed = True
+        await self.load_journal()
+        self.poke()
+        while not self.idle():
+            waiter = _Drained(self)
+            self._drain_waiters.append(waiter)
+            await self.wait(waiter)
+
     def withdraw(self, slot: Slot) -> None:
         """The caller of ``slot`` is gone (cancelled, timed out): undo what it added."""
         if slot.outcome is not None:
@@ -159,6 +246,7 @@ class Engine:
             job.slots.pop(slot.custom_id, None) is not None
             and not job.slots
             and self.config.cancel_abandoned_batches
+            and self.journal is None  # with a journal, its answers are kept for a later run
         ):
             job.abandoned = True
             job.interrupt()
@@ -186,6 +274,10 @@ class Engine:
         self.poke()
 
     def finished(self, job: Job) -> None:
+        if job.resumed:
+            for custom_id in job.record.order:
+                if self._resumed.get(custom_id) is job:
+                    del self._resumed[custom_id]
         self._lanes.release(job)
         self._jobs.pop(job.record.key, None)
         self._check_idle()
@@ -198,8 +290,16 @@ class Engine:
     # -- the loop --------------------------------------------------------------------------------
 
     def idle(self) -> bool:
-        """No request anywhere: not in the intake, not in a lane, not in a job."""
-        if self._lanes or self._jobs:
+        """No request anywhere: not in the intake, not in a lane, not in a job.
+
+        A job resumed from the journal that nobody in this run waits for does not count
+        (unless collecting): it stays open in the journal for the next run.
+        """
+        if self._lanes:
+            return False
+        if self._jobs and (
+            self.collect_resumed or any(not j.resumed or j.slots for j in self._jobs.values())
+        ):
             return False
         stats = self._intake_rx.statistics()
         return not stats.current_buffer_used and not stats.tasks_waiting_send
@@ -216,6 +316,7 @@ class Engine:
         self.standalone = False
         self._turns.driver = RUN_MODE
         try:
+            await self.load_journal()
             await self.drive(until.is_set)
         finally:
             self._turns.driver = None
@@ -372,7 +473,7 @@ class Engine:
             self._tg.cancel_scope.cancel()
         jobs = self._lanes.clear() + list(self._jobs.values())
         with anyio.move_on_after(self.config.shutdown_timeout_seconds, shield=True):
-            if self.config.cancel_batches_on_exit:
+            if self._cancel_on_exit:
                 await self._cancel_upstream(jobs)
         for job in jobs:
             batch_id = job.record.batch_id

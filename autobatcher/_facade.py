@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import inspect
+import os
 import sys
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -33,7 +34,8 @@ from ._errors import (
 )
 from ._events import BatchEvent, EventHub
 from ._job import Slot
-from ._jsonl import encode_line
+from ._journal import Journal, JournalMeta, Store, key_fingerprint, open_store
+from ._jsonl import assemble_line, encode_canonical_body, encode_line
 from ._resources import (
     Chat,
     Completions,
@@ -107,10 +109,11 @@ class BatchOpenAI:
         max_queued_requests: int = 100_000,
         job_error_budget_seconds: float = 600.0,
         cancel_abandoned_batches: bool = True,
-        cancel_batches_on_exit: bool = True,
+        cancel_batches_on_exit: bool | None = None,
         shutdown_timeout_seconds: float = 10.0,
         fetch_partial_results: bool = True,
         event_hook: Callable[[BatchEvent], object] | None = None,
+        journal: str | os.PathLike[str] | Store | None = None,
     ) -> None:
         """Every option is keyword-only and checked here (see :class:`BatcherConfig`).
 
@@ -118,6 +121,11 @@ class BatchOpenAI:
         Raises :class:`MissingAPIKeyError` when there is no ``api_key`` and no
         ``OPENAI_API_KEY``, ``TypeError`` / ``ValueError`` for an option of the wrong type or
         out of range, naming it.
+
+        ``journal`` (a path, or a :class:`Store`) makes the client durable: see
+        :mod:`autobatcher._journal`. A journal that cannot be used raises :class:`JournalError`
+        here. ``cancel_batches_on_exit`` defaults to True without a journal and False with one
+        (the next run collects them).
         """
         if http_client is not None and not isinstance(http_client, httpx.AsyncClient):
             raise TypeError("http_client must be an httpx.AsyncClient")
@@ -153,9 +161,17 @@ class BatchOpenAI:
                 "or by setting the OPENAI_API_KEY environment variable"
             )
         self._http_client = http_client
+        self._journal = (
+            None
+            if journal is None
+            else Journal(
+                open_store(journal),
+                JournalMeta(self._config.base_url, key_fingerprint(self._config.api_key)),
+            )
+        )
         self._events = EventHub(self._config.event_hook)
         self._wire = Wire(self._config, http_client, events=self._events)
-        self._engine = Engine(self._config, self._wire, self._events)
+        self._engine = Engine(self._config, self._wire, self._events, self._journal)
         self._state = _State.UNOPENED
         self._task_group: anyio.abc.TaskGroup | None = None
         self._stop: anyio.Event | None = None  # set by close(): the engine's task may end
@@ -450,8 +466,21 @@ class BatchOpenAI:
     aclose = close
 
     async def _close_wire(self) -> None:
+        """Release the connection pool (if ours) and the journal, shielded and bounded."""
         with anyio.move_on_after(self._config.shutdown_timeout_seconds, shield=True):
             await self._wire.aclose()
+            if self._journal is not None:
+                await self._journal.aclose()
+
+    async def collect(self) -> None:
+        """Wait until every batch this client follows is finished and its answers stored,
+        including the batches an earlier run left in the journal that nobody asked for again
+        (what ``autobatcher journal PATH collect`` does)."""
+        if self._journal is None:
+            raise RuntimeError("collect() needs a client with a journal")
+        if self._state is _State.UNOPENED:
+            self._state = _State.STANDALONE
+        await self._engine.collect()
 
     # -- one request -------------------------------------------------------------------------
 
@@ -516,8 +545,15 @@ class BatchOpenAI:
                 f"this request encodes to at least {at_least:,} bytes, more than a whole batch "
                 f"may hold (max_batch_bytes={cap:,}); it was refused before being encoded"
             )
-        custom_id = engine.next_custom_id()
-        line = encode_line(custom_id, endpoint.path, params)
+        if self._journal is None:
+            custom_id = engine.next_custom_id()
+            line = encode_line(custom_id, endpoint.path, params)
+        else:
+            # a custom_id a later run re-derives: the hash of the canonical request and its
+            # occurrence number among identical ones
+            body_text = encode_canonical_body(params)
+            custom_id = self._journal.custom_id(endpoint.path, body_text)
+            line = assemble_line(custom_id, endpoint.path, body_text)
         if len(line) > cap:
             raise RequestTooLargeError(
                 f"this request encodes to {len(line):,} bytes, more than a whole batch may hold "
@@ -551,7 +587,9 @@ class BatchOpenAI:
         engine = self._engine
         slot = Slot(custom_id, endpoint.path, model, line, inputs)
         del line
-        if not engine.offer(slot):
+        if self._journal is not None and await engine.recall(slot):
+            pass  # answered from the journal, or attached to its batch of an earlier run
+        elif not engine.offer(slot):
             await engine.send(slot)
         try:
             if timeout is None and not engine.standalone:

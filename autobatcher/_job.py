@@ -99,6 +99,7 @@ class Job:
     flushed_at: float = 0.0
     batch: Batch | None = None  # the last snapshot the server sent
     abandoned: bool = False  # every caller left after upload
+    resumed: bool = False  # picked up from the journal of an earlier run
     idle_scope: anyio.CancelScope | None = None
 
     @property

@@ -17,7 +17,14 @@ from ._errors import (
     make_status_error,
 )
 
-__all__ = ["LineSplitter", "decode_result", "encode_line", "extract_custom_id"]
+__all__ = [
+    "LineSplitter",
+    "assemble_line",
+    "decode_result",
+    "encode_canonical_body",
+    "encode_line",
+    "extract_custom_id",
+]
 
 T = TypeVar("T")
 
@@ -91,6 +98,27 @@ class LineSplitter:
         if len(self._pieces) > 1:
             self._pieces = [b"".join(self._pieces)]
         return self._pieces[0] if self._pieces else b""
+
+
+_encode_canonical = json.JSONEncoder(
+    separators=(",", ":"), allow_nan=False, sort_keys=True, default=_json_default
+).encode
+
+
+def encode_canonical_body(body: Mapping[str, Any]) -> str:
+    """The body as canonical JSON (keys sorted): equal requests give equal text, whatever the
+    order their keyword arguments came in. A request's journal identity is its hash."""
+    try:
+        return _encode_canonical(body)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"request body cannot be encoded as JSON: {exc}") from exc
+
+
+def assemble_line(custom_id: str, url: str, body_text: str) -> bytes:
+    """The JSONL line around an already-encoded body, newline included."""
+    return (
+        f'{{"custom_id":"{custom_id}","method":"POST","url":"{url}","body":{body_text}}}\n'.encode()
+    )
 
 
 def encode_line(custom_id: str, url: str, body: Mapping[str, Any]) -> bytes:

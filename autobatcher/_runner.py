@@ -31,10 +31,11 @@ from ._errors import (
 )
 from ._events import BatchEvent, EventHub, EventKind
 from ._job import Job, Phase, Slot
+from ._journal import Journal
 from ._jsonl import extract_custom_id
 from ._retry import Spell
 from ._signals import fire
-from ._wire import LineSink, Wire, maybe_sent
+from ._wire import Checkpoint, LineSink, Wire, maybe_sent
 from .types import Batch, FileObject
 
 __all__ = ["RESERVED_METADATA_KEY", "JobHost", "JobRunner", "Stop"]
@@ -45,6 +46,9 @@ _TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
 RESERVED_METADATA_KEY = "autobatcher_key"
 #: how far back (seconds) the idempotency look-up reads, before the first create attempt
 _LOOKUP_SLACK = 600.0
+#: with a journal, results are committed in transactions of about this many bytes (or lines)
+_COMMIT_BYTES = 1 << 20
+_COMMIT_LINES = 5000
 
 
 class Stop(Exception):
@@ -71,11 +75,19 @@ class JobHost(Protocol):
 
 
 class JobRunner:
-    def __init__(self, config: BatcherConfig, wire: Wire, events: EventHub, host: JobHost):
+    def __init__(
+        self,
+        config: BatcherConfig,
+        wire: Wire,
+        events: EventHub,
+        host: JobHost,
+        journal: Journal | None = None,
+    ):
         self._config = config
         self._wire = wire
         self._events = events
         self._host = host
+        self._journal = journal
 
     # -- the task ---------------------------------------------------------------------------
 
@@ -113,6 +125,9 @@ class JobRunner:
             error.__cause__ = exc
             self._settle_all(job, lambda cid: error.for_request(cid, job.record.batch_id))
             self._finish(job)
+        if self._journal is not None and job.phase == Phase.DONE:
+            with anyio.CancelScope(shield=True):
+                await self._journal.save_job(job.record)
 
     async def _advance_patiently(self, job: Job) -> None:
         """Advance the job; a transient failure of a step is retried within the job's budget.
@@ -189,6 +204,12 @@ class JobRunner:
         async def find_file() -> FileObject | None:
             return await wire.find_file(filename, nbytes)
 
+        journal = self._journal
+        if journal is not None:
+            # write-ahead: the requests this file will carry, before anything is sent
+            record.order = order
+            record.upload_unsure = True
+            await journal.save_job(record, custom_ids=order)
         uploaded = await find_file() if record.upload_unsure else None
         # Pessimistic until the answer is in hand: a failure or cancellation from here on leaves
         # the job unsure, and the next attempt looks before uploading again.
@@ -209,14 +230,12 @@ class JobRunner:
             slot.line = None
         self._host.uploaded(job)
         del lines
+        if journal is not None:
+            await journal.save_job(record)  # the file id, before a batch is created from it
         self._checkpoint()
 
     async def _create(self, job: Job) -> None:
         record = job.record
-        if not job.slots:
-            await self._discard_file(job)
-            self._finish(job)
-            return
         config = self._config
         metadata = dict(config.batch_metadata or {})
         metadata[RESERVED_METADATA_KEY] = record.key
@@ -232,9 +251,18 @@ class JobRunner:
 
         if not record.created_wall:
             record.created_wall = time.time()
+        # A create that may have happened (an answer lost, a crash) is looked up before
+        # anything else: such a batch runs, and is paid for, whether or not anyone still waits.
         batch = await find_batch() if record.create_unsure else None
-        record.create_unsure = True  # as for the upload: unsure until the batch id is in hand
         if batch is None:
+            if not job.slots:
+                # nobody waits any more and nothing runs upstream: pay for nothing
+                self._finish(job)
+                await self._discard_file(job)
+                return
+            record.create_unsure = True  # as for the upload: unsure until the id is in hand
+            if self._journal is not None:
+                await self._journal.save_job(record)  # a create may happen from here on
             try:
                 batch = await self._wire.create_batch(body, reconcile=find_batch)
             except APIError as exc:
@@ -245,6 +273,8 @@ class JobRunner:
         record.create_unsure = False
         record.phase = Phase.SUBMITTED
         record.next_poll_at = anyio.current_time() + config.poll_interval_seconds
+        if self._journal is not None:
+            await self._journal.save_job(record)  # the batch id
         self._event("batch_submitted", job)
         self._checkpoint()
 
@@ -320,15 +350,24 @@ class JobRunner:
             return
         record = job.record
         record.partial = True
-        route = self._router(job)
         try:
             if output_id:
+                route, checkpoint = self._reader(job, "output_seen")
                 record.output_seen, _ = await self._wire.stream_lines(
-                    str(output_id), route, offset=record.output_seen, server_offset=True
+                    str(output_id),
+                    route,
+                    offset=record.output_seen,
+                    server_offset=True,
+                    checkpoint=checkpoint,
                 )
             if error_id:
+                route, checkpoint = self._reader(job, "error_seen")
                 record.error_seen, _ = await self._wire.stream_lines(
-                    str(error_id), route, offset=record.error_seen, server_offset=True
+                    str(error_id),
+                    route,
+                    offset=record.error_seen,
+                    server_offset=True,
+                    checkpoint=checkpoint,
                 )
         except APIError as exc:
             logger.info("partial read of %s failed (%s); will retry", record.batch_id, exc)
@@ -345,6 +384,46 @@ class JobRunner:
         self._finish(job)
 
     # -- results --------------------------------------------------------------------------------
+
+    def _reader(self, job: Job, offset_field: str) -> tuple[LineSink, Checkpoint | None]:
+        """What a download feeds: lines straight to their callers, or (with a journal) to the
+        journal first, committed with the download offset before the callers are woken."""
+        journal = self._journal
+        if journal is None:
+            return self._router(job), None
+        record = job.record
+        host = self._host
+        pending: list[tuple[str, bytes]] = []
+        pending_bytes = 0
+
+        def collect(line: bytes) -> None:
+            nonlocal pending_bytes
+            custom_id = extract_custom_id(line)
+            if custom_id is None:
+                logger.warning("result line without custom_id in %s: %.200r", record.batch_id, line)
+                return
+            pending.append((custom_id, line))
+            pending_bytes += len(line)
+
+        async def commit(seen: int, final: bool) -> None:
+            nonlocal pending_bytes
+            if not final and pending_bytes < _COMMIT_BYTES and len(pending) < _COMMIT_LINES:
+                return
+            setattr(record, offset_field, seen)
+            batch = pending.copy()
+            pending.clear()
+            pending_bytes = 0
+            with anyio.CancelScope(shield=True):  # committed whole, or not at all
+                await journal.save_results(record, batch)
+            slots = job.slots
+            for custom_id, line in batch:
+                slot = slots.pop(custom_id, None)
+                if slot is not None:
+                    slot.outcome = line
+                    fire(slot.signal)
+                    host.settled(slot)
+
+        return collect, commit
 
     def _router(self, job: Job) -> LineSink:
         slots = job.slots
@@ -375,15 +454,26 @@ class JobRunner:
             self._event("batch_failed", job)
             self._finish(job)
             return
-        route = self._router(job)
         server_offset = record.partial
-        if batch.output_file_id and job.slots:
+        # with a journal every line is kept, whoever waits for it (a later run may ask)
+        wanted = bool(job.slots) or self._journal is not None
+        if batch.output_file_id and wanted:
+            route, checkpoint = self._reader(job, "output_seen")
             record.output_seen, _ = await self._wire.stream_lines(
-                batch.output_file_id, route, offset=record.output_seen, server_offset=server_offset
+                batch.output_file_id,
+                route,
+                offset=record.output_seen,
+                server_offset=server_offset,
+                checkpoint=checkpoint,
             )
-        if batch.error_file_id and job.slots:
+        if batch.error_file_id and wanted:
+            route, checkpoint = self._reader(job, "error_seen")
             record.error_seen, _ = await self._wire.stream_lines(
-                batch.error_file_id, route, offset=record.error_seen, server_offset=server_offset
+                batch.error_file_id,
+                route,
+                offset=record.error_seen,
+                server_offset=server_offset,
+                checkpoint=checkpoint,
             )
         make_error: Callable[[str], BaseException]
         if status == "expired":

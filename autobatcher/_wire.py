@@ -35,12 +35,14 @@ from ._retry import RetryPolicy
 from ._version import __version__
 from .types import Batch, FileObject
 
-__all__ = ["LineSink", "Wire"]
+__all__ = ["Checkpoint", "LineSink", "Wire", "maybe_sent"]
 
 T = TypeVar("T")
 
 #: Called with each complete result line (without its newline).
 LineSink = Callable[[bytes], None]
+#: Awaited with (lines seen so far, whether the file is done) as a download goes.
+Checkpoint = Callable[[int, bool], Awaitable[None]]
 
 _UPLOAD_CHUNK = 1 << 20
 
@@ -385,8 +387,12 @@ class Wire:
         *,
         offset: int = 0,
         server_offset: bool = False,
+        checkpoint: Checkpoint | None = None,
     ) -> tuple[int, bool]:
         """Feed each line of a file's content to ``sink``; returns (lines seen, more to come).
+
+        ``checkpoint(lines seen, final)`` is awaited after each chunk's lines were sunk (and
+        once more, final, at the end): the journal commits what it collected there.
 
         ``offset`` lines are skipped (by the server with ``?offset=`` when ``server_offset``,
         by us otherwise). A broken download is resumed where it stopped, within ``max_retries``.
@@ -397,7 +403,7 @@ class Wire:
         attempt = 0
         while True:
             try:
-                return await self._stream_once(file_id, sink, seen, server_offset)
+                return await self._stream_once(file_id, sink, seen, server_offset, checkpoint)
             except _StreamBroken as broken:
                 seen = broken.seen
                 error: APIError = broken.error
@@ -415,7 +421,12 @@ class Wire:
             await self.policy.sleep(delay)
 
     async def _stream_once(
-        self, file_id: str, sink: LineSink, seen: int, server_offset: bool
+        self,
+        file_id: str,
+        sink: LineSink,
+        seen: int,
+        server_offset: bool,
+        checkpoint: Checkpoint | None,
     ) -> tuple[int, bool]:
         params: dict[str, int] = {}
         skip = seen
@@ -448,6 +459,8 @@ class Wire:
                             continue
                         seen += 1
                         sink(line)
+                    if checkpoint is not None:
+                        await checkpoint(seen, False)
                 pending = splitter.tail()
                 if pending.strip() and not incomplete:
                     if skip:
@@ -455,6 +468,8 @@ class Wire:
                     else:
                         seen += 1
                         sink(pending)
+                if checkpoint is not None:
+                    await checkpoint(seen, True)
                 return seen, incomplete
         except httpx.TimeoutException as exc:
             raise _StreamBroken(

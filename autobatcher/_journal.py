@@ -1,0 +1,496 @@
+"""The journal: what a crashed or restarted program needs to lose nothing and pay nothing twice.
+
+Write-ahead, then act. Before a job's file is uploaded, the journal holds the job and the
+custom_ids of its lines; before the batch is created, its file id and the fact that a create is
+about to happen (``create_unsure``); after the create, the batch id. Results are committed
+before the callers waiting for them are woken, together with the download offset, in one
+transaction per downloaded chunk.
+
+A request's identity survives a restart: its ``custom_id`` is derived from the hash of its
+canonical form (base URL, endpoint, body with sorted keys) and its occurrence number among
+identical requests of this run, so asking the same question three times gives three answers,
+and the next run asking the same three times finds the same three.
+
+When a program runs again with the same journal:
+
+* a request already answered is answered from the journal, with no network call;
+* a request whose batch is still running upstream is attached to that batch, which the new
+  run polls and collects (a create that may have happened is looked up by its metadata key);
+* a request that never reached a batch is batched as usual.
+
+Batches of an earlier run are collected whether or not their callers come back; their
+answers wait in the journal. The journal holds prompts and answers (never the API key):
+keep the file private (it is created with mode 0600).
+
+Storage goes through the small :class:`Store` protocol; :class:`SqliteStore` (stdlib
+``sqlite3``, WAL, versioned schema) is the default. Its methods are synchronous and are called
+from one worker thread at a time (``anyio.to_thread``), never on the event loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import anyio
+import attrs
+
+from ._errors import AutobatcherError
+from ._job import JobRecord, Phase
+
+__all__ = [
+    "JournalBusyError",
+    "JournalError",
+    "JournalMeta",
+    "JournalState",
+    "SqliteStore",
+    "Store",
+    "key_fingerprint",
+    "request_key",
+]
+
+SCHEMA_VERSION = 1
+
+
+class JournalError(AutobatcherError):
+    """The journal cannot be used: unreadable, of a newer schema, written for another server
+    or key, or not writable. Raised at construction, before anything is sent."""
+
+
+class JournalBusyError(JournalError):
+    """Another process (named in the message) is using this journal right now."""
+
+
+@attrs.frozen
+class JournalMeta:
+    """What a journal is for: one server, one key (by fingerprint, never the key)."""
+
+    base_url: str
+    key_fingerprint: str
+
+
+@attrs.frozen
+class JournalState:
+    """What a new run needs at start: answered requests and the jobs still open upstream."""
+
+    done: frozenset[str]
+    open_jobs: tuple[JobRecord, ...]
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Durable storage for one journal. Every method is synchronous and runs in a worker thread.
+
+    A store must make each call atomic (all or nothing) and durable when it returns.
+    """
+
+    def open(self, meta: JournalMeta) -> None:
+        """Claim the store for this process and check it was written for ``meta``.
+
+        Called at construction of the client (so a bad journal fails there): keep it quick.
+        """
+        ...
+
+    def load(self) -> JournalState:
+        """What a new run needs: answered requests and open jobs (in a worker thread)."""
+        ...
+
+    def save_job(self, record: JobRecord, custom_ids: Sequence[str] | None = None) -> None:
+        """Upsert the job's record; with ``custom_ids``, also map those requests (in line
+        order) to this job."""
+        ...
+
+    def save_results(self, record: JobRecord, results: Sequence[tuple[str, bytes]]) -> None:
+        """Store result lines by custom_id and the job's record (its offsets), atomically."""
+        ...
+
+    def result(self, custom_id: str) -> bytes | None:
+        """The stored result line of one request, if any."""
+        ...
+
+    def close(self) -> None:
+        """Release the store (and this process's claim on it)."""
+        ...
+
+
+def request_key(base_url: str, url: str, body_text: str) -> str:
+    """The identity of a request's content (occurrences are counted on top of it)."""
+    digest = hashlib.sha256(f"{base_url}\n{url}\n".encode())
+    digest.update(body_text.encode())
+    return digest.hexdigest()[:24]
+
+
+def key_fingerprint(api_key: str | None) -> str:
+    """A one-way fingerprint telling keys apart (the key itself is never stored)."""
+    if not api_key:
+        return ""
+    return hashlib.sha256(b"autobatcher journal\n" + api_key.encode()).hexdigest()[:16]
+
+
+_RECORD_FIELDS = tuple(f.name for f in attrs.fields(JobRecord) if f.name != "order")
+
+
+def _record_json(record: JobRecord) -> str:
+    data = {name: getattr(record, name) for name in _RECORD_FIELDS}
+    data["phase"] = int(record.phase)
+    return json.dumps(data)
+
+
+def _record_from(text: str, order: list[str]) -> JobRecord:
+    data: dict[str, Any] = json.loads(text)
+    data["phase"] = Phase(data["phase"])
+    return JobRecord(order=order, **{k: v for k, v in data.items() if k in _RECORD_FIELDS})
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (
+    key TEXT PRIMARY KEY,
+    phase INTEGER NOT NULL,
+    batch_id TEXT,
+    record TEXT NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS requests (
+    custom_id TEXT PRIMARY KEY,
+    job_key TEXT,
+    position INTEGER,
+    result BLOB,
+    done_at REAL
+);
+CREATE INDEX IF NOT EXISTS requests_by_job ON requests (job_key, position);
+"""
+
+
+class SqliteStore:
+    """The default store: one SQLite file (WAL), created with mode 0600.
+
+    One process at a time: a lock file beside the journal (``PATH.lock``, an advisory
+    ``flock`` the kernel releases when the process dies, however it dies) names the holder;
+    a second process gets :class:`JournalBusyError` naming it, instead of racing the first.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._db: sqlite3.Connection | None = None
+        self._lock_file: int | None = None
+        self._guard = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"SqliteStore({str(self.path)!r})"
+
+    # -- opening ------------------------------------------------------------------------------
+
+    def open(self, meta: JournalMeta) -> None:
+        self._claim()
+        try:
+            db = self._connect(create=True)
+            self._check_meta(db, meta)
+        except BaseException:
+            self.close()
+            raise
+
+    def load(self) -> JournalState:
+        db = self._require()
+        with self._guard:
+            return self._load(db)
+
+    def open_readonly(self) -> JournalMeta:
+        """For inspection (``autobatcher journal status``): no claim, nothing written."""
+        if not self.path.exists():
+            raise JournalError(f"no journal at {self.path}")
+        db = self._connect(create=False)
+        rows = dict(db.execute("SELECT name, value FROM meta").fetchall())
+        return JournalMeta(rows.get("base_url", ""), rows.get("key_fingerprint", ""))
+
+    def _claim(self) -> None:
+        import fcntl
+
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise JournalError(f"cannot use journal {self.path}: {exc.strerror}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise JournalBusyError(
+                f"journal {self.path} is in use by {holder}; one process at a time may use a "
+                "journal (wait for it, or give this run another journal)"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode())
+        self._lock_file = fd
+
+    def _connect(self, *, create: bool) -> sqlite3.Connection:
+        existed = self.path.exists()
+        if not existed and create:
+            try:
+                os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+            except OSError as exc:
+                raise JournalError(f"cannot create journal {self.path}: {exc.strerror}") from exc
+        try:
+            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                db.close()
+                raise JournalError(
+                    f"journal {self.path} has schema version {version}, newer than this "
+                    f"autobatcher understands ({SCHEMA_VERSION}): upgrade autobatcher"
+                )
+            if create:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+                db.executescript(_SCHEMA)
+                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            db.execute("SELECT count(*) FROM requests").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise JournalError(
+                f"journal {self.path} cannot be read ({exc}); it is not an autobatcher "
+                "journal, or it is damaged"
+            ) from exc
+        if create:
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                db.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                db.close()
+                raise JournalError(f"journal {self.path} is not writable: {exc}") from exc
+        self._db = db
+        return db
+
+    def _check_meta(self, db: sqlite3.Connection, meta: JournalMeta) -> None:
+        rows = dict(db.execute("SELECT name, value FROM meta").fetchall())
+        if not rows:
+            with self._transaction(db):
+                db.executemany(
+                    "INSERT INTO meta (name, value) VALUES (?, ?)",
+                    [
+                        ("base_url", meta.base_url),
+                        ("key_fingerprint", meta.key_fingerprint),
+                        ("created_at", str(time.time())),
+                    ],
+                )
+            return
+        if rows.get("base_url") != meta.base_url:
+            raise JournalError(
+                f"journal {self.path} was written for {rows.get('base_url')}, not "
+                f"{meta.base_url}: its batches live on that server (use another journal)"
+            )
+        if rows.get("key_fingerprint") != meta.key_fingerprint:
+            raise JournalError(
+                f"journal {self.path} was written with another API key; its batches may not be "
+                "visible to this one (use the same key, or another journal)"
+            )
+
+    def _load(self, db: sqlite3.Connection) -> JournalState:
+        done = frozenset(
+            row[0] for row in db.execute("SELECT custom_id FROM requests WHERE result NOT NULL")
+        )
+        open_jobs = []
+        for key, text in db.execute(
+            "SELECT key, record FROM jobs WHERE phase < ? ORDER BY rowid", (int(Phase.DONE),)
+        ).fetchall():
+            order = [
+                row[0]
+                for row in db.execute(
+                    "SELECT custom_id FROM requests WHERE job_key = ? ORDER BY position", (key,)
+                )
+            ]
+            open_jobs.append(_record_from(text, order))
+        return JournalState(done=done, open_jobs=tuple(open_jobs))
+
+    # -- writing ------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _transaction(self, db: sqlite3.Connection) -> Iterator[None]:
+        with self._guard:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    def _require(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise JournalError(f"journal {self.path} is closed")
+        return self._db
+
+    def save_job(self, record: JobRecord, custom_ids: Sequence[str] | None = None) -> None:
+        db = self._require()
+        with self._transaction(db):
+            self._upsert_job(db, record)
+            if custom_ids is not None:
+                db.executemany(
+                    "INSERT INTO requests (custom_id, job_key, position) VALUES (?, ?, ?) "
+                    "ON CONFLICT (custom_id) DO UPDATE SET job_key = excluded.job_key, "
+                    "position = excluded.position",
+                    [(cid, record.key, pos) for pos, cid in enumerate(custom_ids)],
+                )
+
+    def save_results(self, record: JobRecord, results: Sequence[tuple[str, bytes]]) -> None:
+        db = self._require()
+        now = time.time()
+        with self._transaction(db):
+            db.executemany(
+                "INSERT INTO requests (custom_id, result, done_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (custom_id) DO UPDATE SET result = excluded.result, "
+                "done_at = excluded.done_at WHERE requests.result IS NULL",
+                [(cid, line, now) for cid, line in results],
+            )
+            self._upsert_job(db, record)
+
+    @staticmethod
+    def _upsert_job(db: sqlite3.Connection, record: JobRecord) -> None:
+        db.execute(
+            "INSERT INTO jobs (key, phase, batch_id, record, updated_at) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET phase = excluded.phase, batch_id = "
+            "excluded.batch_id, record = excluded.record, updated_at = excluded.updated_at",
+            (record.key, int(record.phase), record.batch_id, _record_json(record), time.time()),
+        )
+
+    def result(self, custom_id: str) -> bytes | None:
+        db = self._require()
+        with self._guard:
+            row = db.execute(
+                "SELECT result FROM requests WHERE custom_id = ?", (custom_id,)
+            ).fetchone()
+        return bytes(row[0]) if row is not None and row[0] is not None else None
+
+    def close(self) -> None:
+        if self._db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
+            self._db = None
+        if self._lock_file is not None:
+            os.close(self._lock_file)  # releases the flock
+            self._lock_file = None
+
+    # -- inspection (the ``autobatcher journal`` commands) ------------------------------------
+
+    def jobs(self) -> list[tuple[JobRecord, int, int]]:
+        """Every job with its request count and how many of its requests have a result."""
+        db = self._require()
+        out = []
+        for key, text in db.execute("SELECT key, record FROM jobs ORDER BY rowid").fetchall():
+            total, done = db.execute(
+                "SELECT count(*), count(result) FROM requests WHERE job_key = ?", (key,)
+            ).fetchone()
+            out.append((_record_from(text, []), int(total), int(done)))
+        return out
+
+    def results(self) -> Iterator[tuple[str, bytes]]:
+        db = self._require()
+        cursor = db.execute(
+            "SELECT custom_id, result FROM requests WHERE result NOT NULL ORDER BY done_at, rowid"
+        )
+        for custom_id, result in cursor:
+            yield custom_id, bytes(result)
+
+    def counts(self) -> dict[str, int]:
+        db = self._require()
+        total, done = db.execute("SELECT count(*), count(result) FROM requests").fetchone()
+        return {"requests": int(total), "answered": int(done), "waiting": int(total - done)}
+
+    def prune(self, older_than_seconds: float) -> int:
+        """Forget answered requests collected more than ``older_than_seconds`` ago."""
+        db = self._require()
+        cutoff = time.time() - older_than_seconds
+        with self._transaction(db):
+            cursor = db.execute(
+                "DELETE FROM requests WHERE result NOT NULL AND done_at < ?", (cutoff,)
+            )
+            db.execute(
+                "DELETE FROM jobs WHERE phase = ? AND key NOT IN "
+                "(SELECT DISTINCT job_key FROM requests WHERE job_key NOT NULL)",
+                (int(Phase.DONE),),
+            )
+        return int(cursor.rowcount)
+
+
+class Journal:
+    """The engine's side of a store: async, one worker thread at a time, never on the loop."""
+
+    def __init__(self, store: Store, meta: JournalMeta) -> None:
+        """Claims and checks ``store`` at once: a bad journal fails the constructor."""
+        store.open(meta)
+        self.store = store
+        self.meta = meta
+        self._limiter = anyio.CapacityLimiter(1)
+        self._occurrences: dict[str, int] = {}
+        #: answered requests (committed), and answers routed but not yet committed
+        self.done: set[str] = set()
+        self.uncommitted: dict[str, bytes] = {}
+        self.state: JournalState | None = None
+        self._opening: anyio.Event | None = None
+
+    def custom_id(self, url: str, body_text: str) -> str:
+        key = request_key(self.meta.base_url, url, body_text)
+        occurrence = self._occurrences.get(key, 0) + 1
+        self._occurrences[key] = occurrence
+        return f"ab-{key}-{occurrence}"
+
+    async def load(self) -> JournalState:
+        """Load the store (once; concurrent callers wait for the first)."""
+        if self.state is not None:
+            return self.state
+        if self._opening is not None:
+            await self._opening.wait()
+            if self.state is None:
+                raise JournalError("the journal could not be loaded (see the first error)")
+            return self.state
+        self._opening = anyio.Event()
+        try:
+            state = await anyio.to_thread.run_sync(self.store.load, limiter=self._limiter)
+            self.done = set(state.done)
+            self.state = state
+            return state
+        finally:
+            self._opening.set()
+
+    async def save_job(self, record: JobRecord, custom_ids: Sequence[str] | None = None) -> None:
+        snapshot = attrs.evolve(record)  # the thread must see this moment's record
+        await anyio.to_thread.run_sync(
+            self.store.save_job, snapshot, custom_ids, limiter=self._limiter
+        )
+
+    async def save_results(self, record: JobRecord, results: Sequence[tuple[str, bytes]]) -> None:
+        snapshot = attrs.evolve(record)
+        await anyio.to_thread.run_sync(
+            self.store.save_results, snapshot, results, limiter=self._limiter
+        )
+        for custom_id, _ in results:
+            self.done.add(custom_id)
+            self.uncommitted.pop(custom_id, None)
+
+    async def result(self, custom_id: str) -> bytes | None:
+        pending = self.uncommitted.get(custom_id)
+        if pending is not None:
+            return pending
+        return await anyio.to_thread.run_sync(self.store.result, custom_id, limiter=self._limiter)
+
+    async def aclose(self) -> None:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(self.store.close, limiter=self._limiter)
+
+
+def open_store(journal: str | os.PathLike[str] | Store) -> Store:
+    if isinstance(journal, str | os.PathLike):
+        return SqliteStore(journal)
+    if isinstance(journal, Store):
+        return journal
+    raise TypeError("journal must be a path or an object implementing autobatcher.Store")

@@ -1,0 +1,405 @@
+"""The journal: re-running collects what was paid for, and a kill at any point pays nothing twice.
+
+The kill tests run the client in a child process (``tests/_journal_child.py``) against the
+emulator served on 127.0.0.1 by the test, SIGKILL it at a point of the batch lifecycle, run
+the same program again, and check with the emulator's own counts that every request was
+answered once, none was executed twice, and no batch was created twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import stat
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+
+from autobatcher import (
+    BatchOpenAI,
+    ClientClosedError,
+    JournalBusyError,
+    JournalError,
+    SqliteStore,
+    Store,
+    open_batcher,
+)
+from autobatcher.testing import IN_PROCESS_BASE_URL, Emulator
+
+from ._support import API_KEY, chat
+
+CHILD = Path(__file__).with_name("_journal_child.py")
+CHILD_KEY = "sk-journal"
+
+
+def journaled(emulator: Emulator, path: Path, **options: Any) -> BatchOpenAI:
+    return BatchOpenAI(
+        api_key=API_KEY,
+        base_url=IN_PROCESS_BASE_URL,
+        http_client=httpx.AsyncClient(transport=emulator.transport()),
+        journal=path,
+        batch_window_seconds=0.05,
+        poll_interval_seconds=0.02,
+        **options,
+    )
+
+
+async def ask_all(client: BatchOpenAI, texts: list[str]) -> list[tuple[str, str]]:
+    """(response id, content) per question, in order."""
+    out: list[tuple[str, str]] = [("", "")] * len(texts)
+
+    async def one(index: int) -> None:
+        reply = await client.chat.completions.create(**chat(texts[index]), temperature=0.7)
+        out[index] = (reply.id, reply.choices[0].message.content or "")
+
+    async with anyio.create_task_group() as tg:
+        for index in range(len(texts)):
+            tg.start_soon(one, index)
+    return out
+
+
+async def ask_until_the_crash(client: BatchOpenAI, texts: list[str]) -> None:
+    """Callers of a program about to die: their ClientClosedError is the crash, not news."""
+
+    async def one(text: str) -> None:
+        try:
+            await client.chat.completions.create(**chat(text), temperature=0.7)
+        except ClientClosedError:
+            pass
+
+    async with anyio.create_task_group() as tg:
+        for text in texts:
+            tg.start_soon(one, text)
+
+
+# -- re-running ---------------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_rerunning_a_finished_program_answers_from_the_journal_alone(tmp_path: Path) -> None:
+    emulator = Emulator(api_key=API_KEY)
+    path = tmp_path / "run.journal"
+    texts = ["same", "same", "same", "other"]  # three identical questions: three answers
+    async with journaled(emulator, path) as client:
+        first = await ask_all(client, texts)
+    calls_after_first = emulator.stats().api_calls
+    executed = emulator.stats().executions
+    same = json.dumps(chat("same") | {"temperature": 0.7}, sort_keys=True, separators=(",", ":"))
+    assert executed[same] == 3
+    assert len({reply_id for reply_id, _ in first}) == 4  # three distinct answers to "same"
+
+    async with journaled(emulator, path) as client:
+        second = await ask_all(client, texts)
+    # identical concurrent questions are indistinguishable: which of them gets which of the
+    # three answers follows the order they run in (trio shuffles it), the three answers do not
+    assert sorted(second) == sorted(first)
+    assert second[3] == first[3]
+    assert emulator.stats().api_calls == calls_after_first  # no Files/Batches call at all
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+
+@pytest.mark.anyio
+async def test_a_new_run_attaches_to_the_batch_an_earlier_run_left_running(tmp_path: Path) -> None:
+    emulator = Emulator(api_key=API_KEY, lines_per_second=20.0)
+    path = tmp_path / "run.journal"
+    texts = [f"q{i}" for i in range(10)]
+    submitted = anyio.Event()
+
+    client = journaled(emulator, path, event_hook=lambda e: submitted.set())
+    async with anyio.create_task_group() as tg:
+        async with client:
+            tg.start_soon(ask_until_the_crash, client, texts)
+            await submitted.wait()
+            tg.cancel_scope.cancel()  # the program is stopped with its batch running upstream
+    assert emulator.stats().batches_created == 1
+    assert emulator.stats().batches_by_status.get("cancelled", 0) == 0  # kept for the next run
+
+    async with journaled(emulator, path) as client:
+        answers = await ask_all(client, texts)
+    assert [content for _, content in answers] == texts
+    stats = emulator.stats()
+    assert stats.batches_created == 1  # attached, never resubmitted
+    assert stats.duplicate_executions == 0
+
+
+@pytest.mark.anyio
+async def test_collect_finishes_batches_nobody_asks_for_again(tmp_path: Path) -> None:
+    emulator = Emulator(api_key=API_KEY, lines_per_second=20.0)
+    path = tmp_path / "run.journal"
+    submitted = anyio.Event()
+    client = journaled(emulator, path, event_hook=lambda e: submitted.set())
+    async with anyio.create_task_group() as tg:
+        async with client:
+            tg.start_soon(ask_until_the_crash, client, ["a", "b", "c"])
+            await submitted.wait()
+            tg.cancel_scope.cancel()
+
+    async with journaled(emulator, path) as collector:
+        await collector.collect()
+    store = SqliteStore(path)
+    store.open_readonly()
+    assert store.counts() == {"requests": 3, "answered": 3, "waiting": 0}
+    store.close()
+    assert emulator.stats().batches_created == 1
+
+
+def release(client: BatchOpenAI) -> None:
+    """Close a client that was never used (it releases its claim on the journal)."""
+    anyio.run(client.close)
+
+
+# -- bad journals -------------------------------------------------------------------------------
+
+
+def test_a_journal_that_is_not_one_is_refused_at_construction(tmp_path: Path) -> None:
+    path = tmp_path / "garbage.journal"
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(JournalError, match="cannot be read"):
+        BatchOpenAI(api_key="k", journal=path)
+
+
+def test_a_journal_of_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "new.journal"
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA user_version=99")
+    db.close()
+    with pytest.raises(JournalError, match="schema version 99"):
+        BatchOpenAI(api_key="k", journal=path)
+
+
+def test_a_journal_of_another_server_or_key_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "run.journal"
+    release(BatchOpenAI(api_key="k", base_url="http://127.0.0.1:1/v1", journal=path))
+    with pytest.raises(JournalError, match=r"written for http://127\.0\.0\.1:1/v1"):
+        BatchOpenAI(api_key="k", base_url="http://127.0.0.1:2/v1", journal=path)
+    with pytest.raises(JournalError, match="another API key"):
+        BatchOpenAI(api_key="other", base_url="http://127.0.0.1:1/v1", journal=path)
+
+
+def test_the_api_key_is_never_stored(tmp_path: Path) -> None:
+    path = tmp_path / "run.journal"
+    secret = "sk-very-secret-value-123"
+    release(BatchOpenAI(api_key=secret, base_url="http://127.0.0.1:1/v1", journal=path))
+    for file in tmp_path.iterdir():
+        assert secret.encode() not in file.read_bytes()
+
+
+def test_a_place_that_cannot_be_written_is_refused(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    with pytest.raises(JournalError, match="cannot use journal"):
+        BatchOpenAI(api_key="k", journal=blocker / "run.journal")
+
+
+def test_a_directory_is_not_a_journal(tmp_path: Path) -> None:
+    with pytest.raises(JournalError):
+        BatchOpenAI(api_key="k", journal=tmp_path)
+
+
+def test_two_processes_one_journal_the_second_is_told_who_holds_it(tmp_path: Path) -> None:
+    path = tmp_path / "run.journal"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from autobatcher import BatchOpenAI; "
+            f"c = BatchOpenAI(api_key='k', journal={str(path)!r}); print('held', flush=True); "
+            "time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(JournalBusyError, match=f"pid {holder.pid}"):
+            BatchOpenAI(api_key="k", journal=path)
+    finally:
+        holder.kill()
+        holder.wait()
+    # the kernel released the dead holder's lock: the journal is usable again
+    release(BatchOpenAI(api_key="k", journal=path))
+
+
+def test_a_store_object_is_accepted_and_a_wrong_one_refused(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "mine.journal")
+    assert isinstance(store, Store)
+    release(BatchOpenAI(api_key="k", journal=store))
+    with pytest.raises(TypeError, match="Store"):
+        BatchOpenAI(api_key="k", journal=42)  # type: ignore[arg-type]
+
+
+# -- kill -9 at every point of the lifecycle ----------------------------------------------------
+
+KILL_POINTS = [
+    "window",  # requests wait in their lane; nothing journaled
+    "mid-upload",  # the job's intent is journaled; the upload is in flight
+    "after-upload",  # the file exists upstream; no batch yet
+    "after-create",  # the batch exists upstream; its id is not recorded
+    "poll",  # the batch id is recorded; polling
+    "mid-download",  # the output is being read
+    "after-commit",  # results are journaled; their callers not woken
+]
+
+
+@asynccontextmanager
+async def emulator_process(*flags: str) -> AsyncIterator[str]:
+    """The emulator in a process of its own (``autobatcher emulate``); yields its base URL."""
+    args = [sys.executable, "-m", "autobatcher", "emulate", "--port", "0"]
+    args += ["--api-key", CHILD_KEY, "--lines-per-second", "30", *flags]
+    async with await anyio.open_process(args) as process:
+        assert process.stdout is not None
+        with anyio.fail_after(30):
+            first = (await process.stdout.receive()).decode()
+        base_url = first.split("serving at ", 1)[1].split()[0]
+        try:
+            yield base_url
+        finally:
+            process.terminate()
+            with anyio.move_on_after(10, shield=True):
+                await process.wait()
+            if process.returncode is None:
+                process.kill()
+
+
+async def emulator_stats(base_url: str) -> dict[str, Any]:
+    root = base_url.removesuffix("/v1")
+    async with httpx.AsyncClient() as http:
+        stats: dict[str, Any] = (await http.get(f"{root}/_emulator/stats")).json()
+    return stats
+
+
+async def _run_child(base_url: str, journal: Path, n: int, backend: str, pause: str | None) -> str:
+    args = [sys.executable, str(CHILD), base_url, str(journal), str(n), backend]
+    if pause:
+        args.append(pause)
+    env = {**os.environ, "PYTHONPATH": str(CHILD.parent.parent)}
+    async with await anyio.open_process(args, env=env) as process:
+        assert process.stdout is not None
+        buffered = b""
+        with anyio.fail_after(60):  # a hang guard only
+            async for chunk in process.stdout:
+                buffered += chunk
+                if pause and f"PAUSED {pause}".encode() in buffered:
+                    process.kill()  # SIGKILL: no cleanup of any kind runs
+                    await process.wait()
+                    return "killed"
+            await process.wait()
+        return buffered.decode()
+
+
+def _answers(output: str) -> dict[int, str]:
+    line = next(line for line in output.splitlines() if line.startswith("ANSWERS "))
+    return {int(k): v for k, v in json.loads(line.removeprefix("ANSWERS ")).items()}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("point", KILL_POINTS)
+async def test_kill_9_then_rerun_answers_everything_once_and_pays_once(
+    point: str, anyio_backend: str, tmp_path: Path
+) -> None:
+    n = 12
+    journal = tmp_path / "run.journal"
+    async with emulator_process() as base_url:
+        assert await _run_child(base_url, journal, n, anyio_backend, point) == "killed"
+        output = await _run_child(base_url, journal, n, anyio_backend, None)
+        stats = await emulator_stats(base_url)
+    assert _answers(output) == {i: f"question {i}" for i in range(n)}
+    assert stats["duplicate_executions"] == 0
+    assert stats["batches_created"] == 1
+    assert stats["total_executions"] == n
+
+
+@pytest.mark.anyio
+async def test_kill_9_under_random_faults_still_pays_once(
+    anyio_backend: str, tmp_path: Path
+) -> None:
+    n = 12
+    journal = tmp_path / "run.journal"
+    faults = ("--error-rate", "0.15", "--drop-rate", "0.1", "--fault-seed", "7")
+    async with emulator_process(*faults) as base_url:
+        assert await _run_child(base_url, journal, n, anyio_backend, "poll") == "killed"
+        output = await _run_child(base_url, journal, n, anyio_backend, None)
+        stats = await emulator_stats(base_url)
+    assert _answers(output) == {i: f"question {i}" for i in range(n)}
+    assert stats["duplicate_executions"] == 0
+    assert stats["batches_created"] == 1
+
+
+@pytest.mark.anyio
+async def test_the_journal_holds_every_answer_before_its_caller_sees_it(tmp_path: Path) -> None:
+    emulator = Emulator(api_key=API_KEY)
+    path = tmp_path / "run.journal"
+    seen_in_journal: list[bool] = []
+    async with journaled(emulator, path) as client:
+        reply = await client.chat.completions.create(**chat("hello"))
+        row = sqlite3.connect(path).execute("SELECT count(result) FROM requests").fetchone()
+        seen_in_journal.append(row[0] == 1)
+    assert reply.choices[0].message.content == "hello"
+    assert seen_in_journal == [True]
+
+
+@pytest.mark.anyio
+async def test_open_batcher_takes_a_journal_too(tmp_path: Path) -> None:
+    emulator = Emulator(api_key=API_KEY)
+    async with open_batcher(
+        api_key=API_KEY,
+        base_url=IN_PROCESS_BASE_URL,
+        http_client=httpx.AsyncClient(transport=emulator.transport()),
+        journal=tmp_path / "j",
+        batch_window_seconds=0.01,
+        poll_interval_seconds=0.01,
+    ) as client:
+        assert (await client.embeddings.create(model="e", input="x")).data
+
+
+@pytest.mark.anyio
+async def test_the_journal_command_shows_collects_exports_and_prunes(
+    anyio_backend: str, tmp_path: Path
+) -> None:
+    journal = tmp_path / "run.journal"
+    exported = tmp_path / "out.jsonl"
+
+    async def cli(*args: str) -> Any:
+        command = [sys.executable, "-m", "autobatcher", "journal", str(journal), "--json", *args]
+        env = {**os.environ, "OPENAI_API_KEY": CHILD_KEY}
+        done = await anyio.run_process(command, env=env, check=True)
+        return json.loads(done.stdout) if args[0] != "export" else None
+
+    async with emulator_process() as base_url:
+        # a program dies with its batch running upstream
+        assert await _run_child(base_url, journal, 12, anyio_backend, "poll") == "killed"
+        before = await cli("status")
+        assert before["waiting"] == 12
+        assert before["jobs_by_phase"] == {"submitted": 1}
+        (job,) = await cli("list")
+        assert job["batch_id"].startswith("batch_")
+        collected = await cli("collect")
+        stats = await emulator_stats(base_url)
+    assert collected == {"requests": 12, "answered": 12, "waiting": 0}
+    assert stats["batches_created"] == 1
+    after = await cli("status")
+    assert after["jobs_by_phase"] == {"done": 1}
+    assert after["tokens"]["total"] > 0
+    await cli("export", "-o", str(exported))
+    lines = [json.loads(line) for line in exported.read_text().splitlines()]
+    assert sorted(line["custom_id"] for line in lines) == sorted(job_ids(journal))
+    assert all(line["response"]["status_code"] == 200 for line in lines)
+    assert await cli("prune", "--older-than-days", "0") == {"pruned": 12}
+    assert (await cli("status"))["requests"] == 0
+
+
+def job_ids(journal: Path) -> list[str]:
+    db = sqlite3.connect(journal)
+    try:
+        return [row[0] for row in db.execute("SELECT custom_id FROM requests")]
+    finally:
+        db.close()
