@@ -178,8 +178,11 @@ def test_base64_embeddings_decode() -> None:
     from autobatcher.testing._model import execute
 
     status, body = execute(
-        "/v1/embeddings", {"model": "e", "input": "a", "encoding_format": "base64"},
-        "", now=0, dims=8,
+        "/v1/embeddings",
+        {"model": "e", "input": "a", "encoding_format": "base64"},
+        "",
+        now=0,
+        dims=8,
     )
     assert status == 200
     assert body is not None

@@ -40,4 +40,3 @@ async def test_a_cancelled_waiter_leaves_the_signal_usable() -> None:
         await wait_for(signal)
     assert scope.cancelled_caught
     fire(signal)  # firing after the waiter left is harmless
-
