@@ -28,6 +28,8 @@ from autobatcher.testing import (
     serve_emulator,
 )
 
+from ._support import virtual_time
+
 pytestmark = pytest.mark.anyio
 
 # -- helpers (also used by test_emulator_openai.py) -------------------------------------
@@ -147,14 +149,6 @@ Connect = Callable[..., AbstractAsyncContextManager[tuple[Emulator, httpx.AsyncC
 both_ways = pytest.mark.parametrize(
     "connect", [pytest.param(running, id="in-process"), pytest.param(over_loopback, id="loopback")]
 )
-
-
-def on_virtual_trio() -> pytest.MarkDecorator:
-    """Run the test on trio with a fresh ``MockClock`` that jumps whenever all tasks sleep."""
-    clock = trio.testing.MockClock(autojump_threshold=0)
-    return pytest.mark.parametrize(
-        "anyio_backend", [pytest.param(("trio", {"clock": clock}), id="trio-virtual")]
-    )
 
 
 # -- lifecycle -----------------------------------------------------------------------
@@ -504,7 +498,7 @@ async def test_invalid_marker_in_a_realtime_call_is_400() -> None:
 # -- time: the event loop's clock -------------------------------------------------------
 
 
-@on_virtual_trio()
+@virtual_time()
 @pytest.mark.parametrize(
     ("flavour", "window", "seconds"),
     [("openai", "24h", 86_400), ("doubleword", "1h", 3_600), ("doubleword", "24h", 86_400)],
