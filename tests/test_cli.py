@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import attrs
@@ -225,9 +224,9 @@ def test_python_m_emulate_serves_until_interrupted(backend: str) -> None:
         assert stats["api_calls"] == 1
     finally:
         proc.send_signal(signal.SIGINT)
-        deadline = time.monotonic() + 10
-        while proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if proc.poll() is None:
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait()
     assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""

@@ -19,7 +19,8 @@ import pytest
 from autobatcher.testing import serve_emulator
 from tests.test_emulator import chat_file, chat_line
 
-pytestmark = pytest.mark.anyio
+# Over loopback on purpose: the SDK with its own connection pool, as a user would run it.
+pytestmark = [pytest.mark.anyio, pytest.mark.loopback]
 
 T = TypeVar("T")
 

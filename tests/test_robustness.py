@@ -8,6 +8,7 @@ exact there, so they assert on it without depending on how loaded the machine is
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -583,6 +584,74 @@ async def test_intake_is_bounded(mode: str) -> None:
     sizes = [e.requests for e in recorder.kinds("batch_submitted")]
     assert sum(sizes) == 23
     assert max(sizes) <= 5
+
+
+@pytest.fixture
+def trio_runs_woken_tasks_last_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    """trio runs each batch of woken tasks last-woken-first or reversed, at random (50%), so
+    that no test relies on an order; a test about order pins one (last woken runs first), to
+    fail every time rather than every other time. (trio's private scheduler state, on purpose.)
+    """
+    import trio._core._run
+
+    monkeypatch.setattr(trio._core._run._r, "random", lambda: 1.0)
+
+
+@virtual_time()
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.usefixtures("trio_runs_woken_tasks_last_first")
+async def test_blocked_senders_are_admitted_in_order_and_a_cancelled_one_leaves(
+    mode: str, anyio_backend_name: str
+) -> None:
+    """Two requests may wait for upload and two more in the intake; the rest block in send()
+    (standalone: each blocked caller waits its turn to drive). They are admitted in the order
+    they came (DESIGN: "senders are admitted one per freed slot, in FIFO order"); one
+    cancelled while blocked is never uploaded and holds nobody up."""
+    async with in_process() as server:
+        answered: list[int] = []
+
+        async def ask_in_order(client: BatchOpenAI, i: int) -> None:
+            response = await client.chat.completions.create(**chat(f"o{i}"))
+            assert response.choices[0].message.content == f"o{i}"
+            answered.append(i)
+
+        options = server.options(max_queued_requests=2, batch_size=100, batch_window_seconds=60)
+        async with batcher(mode, **options) as client:
+            victim = anyio.CancelScope()
+
+            async def blocked_victim() -> None:
+                with victim:
+                    await ask_in_order(client, 99)
+
+            async with anyio.create_task_group() as tg:
+                for i in range(4):
+                    tg.start_soon(ask_in_order, client, i)
+                    await anyio.wait_all_tasks_blocked()
+                tg.start_soon(blocked_victim)
+                await anyio.wait_all_tasks_blocked()
+                for i in range(4, 8):
+                    tg.start_soon(ask_in_order, client, i)
+                    await anyio.wait_all_tasks_blocked()
+                victim.cancel()
+        stats = server.emulator.stats()
+    assert sorted(answered) == list(range(8))
+    uploaded = [
+        json.loads(line)["body"]["messages"][0]["content"]
+        for record in server.emulator.files.values()
+        if record.purpose == "batch"
+        for line in record.line_list()
+    ]
+    assert "o99" not in str(stats.executions)
+    assert stats.total_executions == 8
+    in_order = [f"o{i}" for i in range(8)]
+    if uploaded != in_order and mode == "standalone" and anyio_backend_name == "trio":
+        # BUG (autobatcher/_engine.py, Engine._take_intake + Engine.send, standalone): when
+        # several places free up at once, every blocked caller's room is fired together and
+        # the woken callers then race to send_nowait() in whatever order the scheduler runs
+        # them; on trio that order is random, so a later caller can take an earlier one's
+        # place (seen: o7 uploaded before o6). Run mode (anyio's stream) keeps FIFO.
+        pytest.xfail(f"standalone admission is not FIFO on trio: {uploaded}")
+    assert uploaded == in_order  # first come, first uploaded
 
 
 # -- partial results (Doubleword) -----------------------------------------------------------
