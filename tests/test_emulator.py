@@ -28,7 +28,7 @@ from autobatcher.testing import (
     serve_emulator,
 )
 
-from ._support import virtual_time
+from ._support import VirtualClockEventLoop, virtual_time
 
 pytestmark = pytest.mark.anyio
 
@@ -513,9 +513,9 @@ async def test_the_completion_window_expires_batches_on_the_loop_clock(
     async with running(flavour=flavour, lines_per_second=1 / 600) as (_, client):
         created = await create_batch(client, await upload(client, chat_file(1000)), window=window)
         assert created["expires_at"] - created["created_at"] == seconds
-        await anyio.sleep(seconds - 1)
+        await anyio.sleep(seconds - 1)  # virtual time
         assert (await get_batch(client, created["id"]))["status"] == "in_progress"
-        await anyio.sleep(1)
+        await anyio.sleep(1)  # virtual time
         batch = await get_batch(client, created["id"])
     assert anyio.current_time() - started == seconds
     assert batch["status"] == "expired"
@@ -534,7 +534,7 @@ def test_loop_clock_stands_still_outside_a_loop_and_never_jumps_between_loops() 
     async def wait(seconds: float) -> tuple[str, int]:
         # A loop's time counts from its first call to the emulator, up to its last.
         emulator.advance()
-        await anyio.sleep(seconds)
+        await anyio.sleep(seconds)  # virtual time (MockClock, VirtualClockEventLoop)
         record = emulator.batches[batch.id]
         return record.status, record.processed
 
@@ -545,8 +545,10 @@ def test_loop_clock_stands_still_outside_a_loop_and_never_jumps_between_loops() 
     assert anyio.run(wait, 8, backend="trio", backend_options=virtual_trio()) == ("validating", 0)
     # Outside any loop the emulator's time stands still at its last reading.
     assert emulator.batches[batch.id].status == "validating"
-    # A new asyncio loop continues from 8 s, not from its own clock (hours of uptime).
-    assert anyio.run(wait, 0.1, backend="asyncio") == ("validating", 0)
+    # A new asyncio loop (virtual: its clock starts at 0) continues from 8 s, not from its
+    # own clock.
+    options = {"loop_factory": VirtualClockEventLoop}
+    assert anyio.run(wait, 0.1, backend="asyncio", backend_options=options) == ("validating", 0)
     # A fresh MockClock starts at 0 again; 3.5 more seconds: in progress since 10 s, 1 line.
     status, processed = anyio.run(wait, 3.5, backend="trio", backend_options=virtual_trio())
     assert (status, processed) == ("in_progress", 1)

@@ -438,7 +438,7 @@ async def test_cancelling_the_driving_caller_at_any_moment_never_hangs_the_other
                 await anyio.wait_all_tasks_blocked()
                 for i in range(8):
                     tg.start_soon(ask, i)
-                await anyio.sleep(delay)
+                await anyio.sleep(delay)  # virtual time
                 victim.cancel()
             await client.close()
         stats = server.emulator.stats()
@@ -792,7 +792,7 @@ async def test_the_error_budget_is_per_spell_of_trouble_not_per_job() -> None:
                 emulator.configure(error_rate=0.0)
 
         async def weather() -> None:
-            await anyio.sleep(budget - 100)  # nearly a whole budget of failed uploads
+            await anyio.sleep(budget - 100)  # virtual: nearly a whole budget of failed uploads
             emulator.configure(error_rate=0.0)  # the upload goes through on the next attempt
             await recorder.wait_for("batch_submitted")
             # from now on downloads fail, until the first failed one heals the server
