@@ -69,6 +69,7 @@ async def test_chat_completion_round_trip() -> None:
     assert stats.realtime_calls == 0
 
 
+@virtual_time()  # the window gathers a burst into one batch, whatever the machine's load
 async def test_all_five_endpoints() -> None:
     async with emulated() as (server, client):
         chat_r, emb_r, resp_r, comp_r, mod_r = await gather(
@@ -93,6 +94,7 @@ async def test_all_five_endpoints() -> None:
     assert server.emulator.stats().batches_created == 5
 
 
+@virtual_time()  # the window gathers a burst into one batch, whatever the machine's load
 async def test_mixed_models_and_endpoints_split_into_separate_batches() -> None:
     recorder = Recorder()
     async with emulated(event_hook=recorder, batch_window_seconds=0.2) as (server, client):
@@ -112,6 +114,7 @@ async def test_mixed_models_and_endpoints_split_into_separate_batches() -> None:
     assert server.emulator.stats().batches_created == 3
 
 
+@virtual_time()  # the window gathers a burst into one batch, whatever the machine's load
 async def test_batch_size_flushes_without_waiting_for_the_window() -> None:
     recorder = Recorder()
     # A window far longer than the test: only batch_size can flush these.
@@ -150,6 +153,7 @@ async def test_window_flushes_a_partial_batch() -> None:
     assert [e.requests for e in recorder.kinds("batch_submitted")] == [1]
 
 
+@virtual_time()  # the window gathers a burst into one batch, whatever the machine's load
 async def test_byte_cap_flushes_before_overflow() -> None:
     recorder = Recorder()
     text = "x" * 500
@@ -197,6 +201,7 @@ async def test_ten_thousand_concurrent_requests_each_get_their_own_echo() -> Non
     assert stats.batches_created == 5
 
 
+@virtual_time()  # the window gathers a burst into one batch, whatever the machine's load
 async def test_per_line_errors_reach_exactly_their_callers() -> None:
     async with emulated(batch_size=6, batch_window_seconds=0.5) as (_server, client):
         results = await gather(
@@ -248,17 +253,21 @@ async def test_failed_batch_gives_every_request_the_batch_errors() -> None:
     assert len(recorder.kinds("batch_failed")) == 1
 
 
+@virtual_time()
 async def test_expired_batch_delivers_finished_results_and_expires_the_rest() -> None:
-    options = {"lines_per_second": 20.0, "expire_after_seconds": 0.3}
-    async with emulated(options, batch_size=40, batch_window_seconds=0.05) as (_server, client):
+    # One line a second, expired after 15 s: 15 lines done, 25 expired (not a race with the
+    # machine's speed: the loop's clock is virtual).
+    options = {"lines_per_second": 1.0, "expire_after_seconds": 15}
+    async with emulated(options, batch_size=40, poll_interval_seconds=1) as (_server, client):
         results = await gather(
             *[client.chat.completions.create(**chat(f"e{i}")) for i in range(40)]
         )
-    done = [r for r in results if isinstance(r, ChatCompletion)]
+    done = [i for i, r in enumerate(results) if isinstance(r, ChatCompletion)]
     expired = [r for r in results if isinstance(r, BatchExpiredError)]
-    assert done and expired
-    assert len(done) + len(expired) == 40
+    assert len(done) == 15 and len(expired) == 25
+    assert all(results[i].choices[0].message.content == f"e{i}" for i in done)
     assert all(e.code == "batch_expired" and e.batch_id for e in expired)
+    assert len({e.batch_id for e in expired}) == 1
 
 
 @virtual_time()
@@ -297,6 +306,7 @@ async def test_cancelled_batch_delivers_finished_results_and_cancels_the_rest() 
     assert [e.batch_id for e in recorder.kinds("batch_cancelled")] == [batch_id]
 
 
+@virtual_time()  # the window gathers a burst into one batch, whatever the machine's load
 async def test_value_json_cannot_encode_fails_only_that_call() -> None:
     async with emulated(batch_window_seconds=0.2) as (server, client):
         good, bad_object, bad_nan = await gather(
@@ -435,6 +445,7 @@ async def test_nothing_left_running_after_the_block_or_close() -> None:
         assert await leftover_tasks(before) == []
 
 
+@virtual_time()  # the window gathers a burst into one batch, whatever the machine's load
 async def test_seed_usage_standalone_client_without_task_group() -> None:
     """The seed README's code, as written: a plain object, gather, then close()."""
     async with in_process() as server:
@@ -543,6 +554,7 @@ def test_seed_defaults_and_key_never_in_repr(monkeypatch: pytest.MonkeyPatch) ->
     assert "sk-secret-123" not in repr(config)
 
 
+@virtual_time()  # the window gathers a burst into one batch, whatever the machine's load
 async def test_embedding_inputs_cap_splits_batches() -> None:
     recorder = Recorder()
     async with emulated(event_hook=recorder, max_embedding_inputs=5, batch_window_seconds=0.2) as (
@@ -560,6 +572,7 @@ async def test_embedding_inputs_cap_splits_batches() -> None:
     assert [e.requests for e in recorder.kinds("batch_submitted")] == [1, 1, 1, 1]
 
 
+@virtual_time()  # the window gathers a burst into one batch, whatever the machine's load
 async def test_batches_in_flight_are_capped() -> None:
     recorder = Recorder()
     in_flight: list[int] = []
