@@ -549,7 +549,7 @@ async def test_close_is_idempotent_and_safe_from_many_tasks() -> None:
                 tg.start_soon(client.close)
         await client.close()
     assert results[0].choices[0].message.content == "c"
-    assert client.is_closed
+    assert client.is_closed()
 
 
 @pytest.mark.loopback  # a refused TCP connection, through the client's own pool
