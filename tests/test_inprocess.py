@@ -94,6 +94,7 @@ async def test_an_injected_drop_breaks_the_response_like_a_closed_connection() -
         assert emulator.stats().faults_by_kind == {"drop": 1}
 
 
+@virtual_time()  # retries back off for real seconds otherwise
 async def test_faults_in_process_lose_nothing_and_pay_once() -> None:
     faults: dict[str, Any] = {
         "error_rate": 0.1,
