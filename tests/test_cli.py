@@ -137,6 +137,7 @@ def _all_options(
     parser: argparse.ArgumentParser, prefix: str = "autobatcher"
 ) -> list[tuple[str, argparse.Action]]:
     options: list[tuple[str, argparse.Action]] = []
+    # argparse has no public way to list a parser's actions; its private list, on purpose
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for name, sub in action.choices.items():

@@ -16,7 +16,7 @@ import anyio
 import openai
 import pytest
 
-from autobatcher.testing import serve_emulator
+from autobatcher.testing import Emulator, serve_emulator
 from tests.test_emulator import chat_file, chat_line
 
 # Over loopback on purpose: the SDK with its own connection pool, as a user would run it.
@@ -176,15 +176,9 @@ async def test_async_sdk_realtime_endpoints() -> None:
 
 
 def test_base64_embeddings_decode() -> None:
-    from autobatcher.testing._model import execute
-
-    status, body = execute(
-        "/v1/embeddings",
-        {"model": "e", "input": "a", "encoding_format": "base64"},
-        "",
-        now=0,
-        dims=8,
+    status, body = Emulator().realtime(
+        "/v1/embeddings", {"model": "e", "input": "a", "encoding_format": "base64"}
     )
     assert status == 200
     assert body is not None
-    assert len(base64.b64decode(body["data"][0]["embedding"])) == 32
+    assert len(base64.b64decode(body["data"][0]["embedding"])) == 8 * 4  # 8 float32s

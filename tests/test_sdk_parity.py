@@ -510,6 +510,7 @@ _URL = "http://127.0.0.1:9/v1/chat/completions"
 def _sdk_error(status: int, content: bytes, headers: dict[str, str]) -> openai.APIStatusError:
     request = httpx2.Request("POST", _URL)
     response = httpx2.Response(status, content=content, headers=headers, request=request)
+    # the SDK's own status -> error mapping (private in the SDK): what we must match
     return _sdk_client._make_status_error_from_response(response)
 
 
