@@ -143,7 +143,12 @@ async def test_sdk_retries_through_faults(faults: dict[str, Any]) -> None:
     async with (
         httpx.AsyncClient(transport=emulator.transport()) as http,
         openai.AsyncOpenAI(
-            base_url=IN_PROCESS_BASE_URL, api_key="sk-test", max_retries=20, http_client=http
+            base_url=IN_PROCESS_BASE_URL,
+            api_key="sk-test",
+            max_retries=20,
+            # This openai build annotates http_client as its vendored httpx2's client; an
+            # httpx client has the same interface and is what it calls at run time.
+            http_client=http,  # type: ignore[arg-type]
         ) as client,
     ):
         file = await client.files.create(file=("in.jsonl", chat_file(5)), purpose="batch")
