@@ -233,12 +233,16 @@ async def test_per_line_errors_reach_exactly_their_callers() -> None:
     assert len({e.custom_id for e in (bad, missing, limited, broken, coded, vanished)}) == 6
 
 
+@virtual_time()  # one batch for the four, whatever the machine's load
 async def test_a_completed_batch_with_zero_successes() -> None:
-    async with emulated() as (_server, client):
+    async with emulated() as (server, client):
         results = await gather(
             *[client.chat.completions.create(**chat(f"no {i} [[status:400]]")) for i in range(4)]
         )
-    assert all(isinstance(r, BadRequestError) for r in results)
+    assert all(isinstance(r, BadRequestError) for r in results), results
+    assert len({r.custom_id for r in results}) == 4  # each its own line's error
+    # the batch itself completed: the failures are per line, not a failed batch
+    assert server.emulator.stats().batches_by_status == {"completed": 1}
 
 
 async def test_failed_batch_gives_every_request_the_batch_errors() -> None:
