@@ -179,28 +179,6 @@ async def test_a_request_larger_than_the_byte_cap_fails_alone() -> None:
     assert "max_batch_bytes" in str(big)
 
 
-@pytest.mark.no_loop_debug
-async def test_ten_thousand_concurrent_requests_each_get_their_own_echo() -> None:
-    n = 10_000
-    answers: dict[int, str | None] = {}
-    async with emulated(batch_size=2000, batch_window_seconds=0.2) as (server, client):
-
-        async def ask(i: int) -> None:
-            response = await client.chat.completions.create(**chat(f"request number {i}"))
-            answers[i] = response.choices[0].message.content
-
-        with anyio.fail_after(120):
-            async with anyio.create_task_group() as tg:
-                for i in range(n):
-                    tg.start_soon(ask, i)
-    assert len(answers) == n
-    assert all(answers[i] == f"request number {i}" for i in range(n))
-    stats = server.emulator.stats()
-    assert stats.total_executions == n
-    assert stats.duplicate_executions == 0
-    assert stats.batches_created == 5
-
-
 @virtual_time()  # the window gathers a burst into one batch, whatever the machine's load
 async def test_per_line_errors_reach_exactly_their_callers() -> None:
     async with emulated(batch_size=6, batch_window_seconds=0.5) as (_server, client):
