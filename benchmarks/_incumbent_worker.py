@@ -94,8 +94,9 @@ async def run_memory(args):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--base-url", required=True)
-    parser.add_argument("--mode", choices=("overhead", "mem-window", "mem-flight"),
-                        default="overhead")
+    parser.add_argument(
+        "--mode", choices=("overhead", "mem-window", "mem-flight"), default="overhead"
+    )
     parser.add_argument("--n", type=int, default=10_000)
     parser.add_argument("--batch-size", type=int, default=50_000)
     parser.add_argument("--window", type=float, default=0.05)

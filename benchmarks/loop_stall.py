@@ -67,16 +67,19 @@ async def worker(args: argparse.Namespace) -> dict[str, Any]:
             last = now
 
     ok = 0
-    async with autobatcher.open_batcher(
-        api_key="bench",
-        base_url=args.base_url,
-        batch_size=n,
-        batch_window_seconds=60.0,
-        poll_interval_seconds=0.2,
-        max_batch_bytes=200 * 1024 * 1024,
-        timeout=600.0,
-        event_hook=hook,
-    ) as client, anyio.create_task_group() as tg:
+    async with (
+        autobatcher.open_batcher(
+            api_key="bench",
+            base_url=args.base_url,
+            batch_size=n,
+            batch_window_seconds=60.0,
+            poll_interval_seconds=0.2,
+            max_batch_bytes=200 * 1024 * 1024,
+            timeout=600.0,
+            event_hook=hook,
+        ) as client,
+        anyio.create_task_group() as tg,
+    ):
         tg.start_soon(ticker)
         await anyio.sleep(0.05)
 
@@ -154,10 +157,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 backend,
                 f"{r['n']:,} x {args.size // 1000} KB = {r['request_mb']:.0f} MB",
                 f"{r['max_gap'] * 1000:.1f}",
-                *(
-                    f"{r['worst'][p] * 1000:.1f} ({r['durations'][p]:.1f} s)"
-                    for p in PHASES
-                ),
+                *(f"{r['worst'][p] * 1000:.1f} ({r['durations'][p]:.1f} s)" for p in PHASES),
                 "yes" if r["ok"] == r["n"] else f"NO ({r['ok']}/{r['n']})",
             ]
         )

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Create or refresh .venv, then run every gate: ruff, mypy --strict, and the test suite
-# (each async test on asyncio and on trio). Needs only python3 (>= 3.10) on the machine.
+# Create or refresh .venv, then run every gate: ruff (lint and format), mypy --strict (the
+# package, the tests and tests/typing_checks.py), and the test suite with a branch-coverage
+# floor (each async test on asyncio in debug mode, asyncio with eager tasks on Python 3.12+,
+# and trio). Needs only python3 (>= 3.10) on the machine. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -9,9 +11,11 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[dev]"
-echo "== ruff"
+echo "== ruff check"
 .venv/bin/ruff check .
+echo "== ruff format --check"
+.venv/bin/ruff format --check .
 echo "== mypy --strict"
 .venv/bin/mypy
-echo "== pytest"
-.venv/bin/python -m pytest "$@"
+echo "== pytest (branch coverage floor: [tool.coverage.report] fail_under in pyproject.toml)"
+.venv/bin/python -m pytest --cov --cov-report=term "$@"

@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import attrs
@@ -138,6 +137,7 @@ def _all_options(
     parser: argparse.ArgumentParser, prefix: str = "autobatcher"
 ) -> list[tuple[str, argparse.Action]]:
     options: list[tuple[str, argparse.Action]] = []
+    # argparse has no public way to list a parser's actions; its private list, on purpose
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for name, sub in action.choices.items():
@@ -225,9 +225,9 @@ def test_python_m_emulate_serves_until_interrupted(backend: str) -> None:
         assert stats["api_calls"] == 1
     finally:
         proc.send_signal(signal.SIGINT)
-        deadline = time.monotonic() + 10
-        while proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if proc.poll() is None:
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait()
     assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""

@@ -1,4 +1,8 @@
-"""The batching client against the emulator over real loopback HTTP, on asyncio and trio."""
+"""The batching client against the emulator, on every backend of the matrix.
+
+Most tests reach the emulator in-process (no sockets); the ones marked ``loopback`` need a
+real server: the client's own connection pool, or settings read from the environment.
+"""
 
 from __future__ import annotations
 
@@ -35,7 +39,19 @@ from autobatcher.types import (
     Response,
 )
 
-from ._support import API_KEY, FAST, Recorder, chat, emulated, gather, leftover_tasks, task_ids
+from ._support import (
+    API_KEY,
+    FAST,
+    Recorder,
+    chat,
+    emulated,
+    gather,
+    in_process,
+    leftover_tasks,
+    task_ids,
+    task_runs,
+    virtual_time,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -53,6 +69,7 @@ async def test_chat_completion_round_trip() -> None:
     assert stats.realtime_calls == 0
 
 
+@virtual_time()  # the window gathers a burst into one batch, whatever the machine's load
 async def test_all_five_endpoints() -> None:
     async with emulated() as (server, client):
         chat_r, emb_r, resp_r, comp_r, mod_r = await gather(
@@ -77,6 +94,7 @@ async def test_all_five_endpoints() -> None:
     assert server.emulator.stats().batches_created == 5
 
 
+@virtual_time()  # the window gathers a burst into one batch, whatever the machine's load
 async def test_mixed_models_and_endpoints_split_into_separate_batches() -> None:
     recorder = Recorder()
     async with emulated(event_hook=recorder, batch_window_seconds=0.2) as (server, client):
@@ -96,6 +114,7 @@ async def test_mixed_models_and_endpoints_split_into_separate_batches() -> None:
     assert server.emulator.stats().batches_created == 3
 
 
+@virtual_time()  # the window gathers a burst into one batch, whatever the machine's load
 async def test_batch_size_flushes_without_waiting_for_the_window() -> None:
     recorder = Recorder()
     # A window far longer than the test: only batch_size can flush these.
@@ -111,21 +130,30 @@ async def test_batch_size_flushes_without_waiting_for_the_window() -> None:
     assert [e.requests for e in recorder.kinds("batch_submitted")] == [10, 10, 10]
 
 
+@virtual_time()
 async def test_window_flushes_a_partial_batch() -> None:
     recorder = Recorder()
-    async with emulated(event_hook=recorder, batch_size=1000, batch_window_seconds=0.1) as (
-        _server,
-        client,
-    ):
-        with anyio.fail_after(20):
+    uploaded_at: list[float] = []
+
+    async def on_request(request: httpx.Request) -> None:
+        if request.method == "POST" and request.url.path == "/v1/files":
+            uploaded_at.append(anyio.current_time())
+
+    async with in_process() as server, server.http(event_hooks={"request": [on_request]}) as http:
+        async with open_batcher(
+            **server.options(
+                http_client=http, event_hook=recorder, batch_size=1000, batch_window_seconds=60
+            )
+        ) as client:
             start = anyio.current_time()
             response = await client.chat.completions.create(**chat("alone"))
-            elapsed = anyio.current_time() - start
     assert response.choices[0].message.content == "alone"
-    assert elapsed >= 0.1
+    # uploaded when the window closed: not before, and not at some later poll
+    assert uploaded_at == [pytest.approx(start + 60)]
     assert [e.requests for e in recorder.kinds("batch_submitted")] == [1]
 
 
+@virtual_time()  # the window gathers a burst into one batch, whatever the machine's load
 async def test_byte_cap_flushes_before_overflow() -> None:
     recorder = Recorder()
     text = "x" * 500
@@ -151,27 +179,7 @@ async def test_a_request_larger_than_the_byte_cap_fails_alone() -> None:
     assert "max_batch_bytes" in str(big)
 
 
-async def test_ten_thousand_concurrent_requests_each_get_their_own_echo() -> None:
-    n = 10_000
-    answers: dict[int, str | None] = {}
-    async with emulated(batch_size=2000, batch_window_seconds=0.2) as (server, client):
-
-        async def ask(i: int) -> None:
-            response = await client.chat.completions.create(**chat(f"request number {i}"))
-            answers[i] = response.choices[0].message.content
-
-        with anyio.fail_after(120):
-            async with anyio.create_task_group() as tg:
-                for i in range(n):
-                    tg.start_soon(ask, i)
-    assert len(answers) == n
-    assert all(answers[i] == f"request number {i}" for i in range(n))
-    stats = server.emulator.stats()
-    assert stats.total_executions == n
-    assert stats.duplicate_executions == 0
-    assert stats.batches_created == 5
-
-
+@virtual_time()  # the window gathers a burst into one batch, whatever the machine's load
 async def test_per_line_errors_reach_exactly_their_callers() -> None:
     async with emulated(batch_size=6, batch_window_seconds=0.5) as (_server, client):
         results = await gather(
@@ -203,12 +211,16 @@ async def test_per_line_errors_reach_exactly_their_callers() -> None:
     assert len({e.custom_id for e in (bad, missing, limited, broken, coded, vanished)}) == 6
 
 
+@virtual_time()  # one batch for the four, whatever the machine's load
 async def test_a_completed_batch_with_zero_successes() -> None:
-    async with emulated() as (_server, client):
+    async with emulated() as (server, client):
         results = await gather(
             *[client.chat.completions.create(**chat(f"no {i} [[status:400]]")) for i in range(4)]
         )
-    assert all(isinstance(r, BadRequestError) for r in results)
+    assert all(isinstance(r, BadRequestError) for r in results), results
+    assert len({r.custom_id for r in results}) == 4  # each its own line's error
+    # the batch itself completed: the failures are per line, not a failed batch
+    assert server.emulator.stats().batches_by_status == {"completed": 1}
 
 
 async def test_failed_batch_gives_every_request_the_batch_errors() -> None:
@@ -223,48 +235,60 @@ async def test_failed_batch_gives_every_request_the_batch_errors() -> None:
     assert len(recorder.kinds("batch_failed")) == 1
 
 
+@virtual_time()
 async def test_expired_batch_delivers_finished_results_and_expires_the_rest() -> None:
-    options = {"lines_per_second": 20.0, "expire_after_seconds": 0.3}
-    async with emulated(options, batch_size=40, batch_window_seconds=0.05) as (_server, client):
+    # One line a second, expired after 15 s: 15 lines done, 25 expired (not a race with the
+    # machine's speed: the loop's clock is virtual).
+    options = {"lines_per_second": 1.0, "expire_after_seconds": 15}
+    async with emulated(options, batch_size=40, poll_interval_seconds=1) as (_server, client):
         results = await gather(
             *[client.chat.completions.create(**chat(f"e{i}")) for i in range(40)]
         )
-    done = [r for r in results if isinstance(r, ChatCompletion)]
+    done = [i for i, r in enumerate(results) if isinstance(r, ChatCompletion)]
     expired = [r for r in results if isinstance(r, BatchExpiredError)]
-    assert done and expired
-    assert len(done) + len(expired) == 40
+    assert len(done) == 15 and len(expired) == 25
+    assert all(results[i].choices[0].message.content == f"e{i}" for i in done)
     assert all(e.code == "batch_expired" and e.batch_id for e in expired)
+    assert len({e.batch_id for e in expired}) == 1
 
 
+@virtual_time()
 async def test_cancelled_batch_delivers_finished_results_and_cancels_the_rest() -> None:
     recorder = Recorder()
-    options = {"lines_per_second": 20.0}
-    async with emulated(options, batch_size=60, event_hook=recorder) as (server, client):
+    # One line a second, polled every 10 s: the batch is cancelled (by someone else) at the
+    # first poll that sees it half-way, 20 lines done and 40 to go.
+    async with in_process(lines_per_second=1.0, cancelling_seconds=0) as server:
 
-        async def cancel_soon() -> None:
-            await recorder.wait_for("batch_submitted")
-            await anyio.sleep(0.4)
-            batch_id = recorder.kinds("batch_submitted")[0].batch_id
-            async with httpx.AsyncClient() as http:
-                reply = await http.post(
-                    f"{server.base_url}/batches/{batch_id}/cancel",
-                    headers={"Authorization": f"Bearer {API_KEY}"},
+        async def cancel_at_twenty_done(response: httpx.Response) -> None:
+            request = response.request
+            if request.method == "GET" and request.url.path.startswith("/v1/batches/"):
+                await response.aread()
+                batch = response.json()
+                if batch["status"] == "in_progress" and batch["request_counts"]["completed"] >= 20:
+                    server.emulator.cancel_batch(batch["id"])
+
+        async with (
+            server.http(event_hooks={"response": [cancel_at_twenty_done]}) as http,
+            open_batcher(
+                **server.options(
+                    http_client=http, batch_size=60, poll_interval_seconds=10, event_hook=recorder
                 )
-                assert reply.status_code == 200
-
-        results: list[Any] = []
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(cancel_soon)
+            ) as client,
+        ):
             results = await gather(
                 *[client.chat.completions.create(**chat(f"c{i}")) for i in range(60)]
             )
-    done = [r for r in results if isinstance(r, ChatCompletion)]
+    done = [i for i, r in enumerate(results) if isinstance(r, ChatCompletion)]
     cancelled = [r for r in results if isinstance(r, BatchCancelledError)]
-    assert done and cancelled
-    assert len(done) + len(cancelled) == 60
-    assert recorder.kinds("batch_cancelled")
+    assert len(done) == 20 and len(cancelled) == 40
+    assert all(results[i].choices[0].message.content == f"c{i}" for i in done)
+    (batch_id,) = {e.batch_id for e in cancelled}
+    assert batch_id is not None
+    assert server.emulator.batches[batch_id].status == "cancelled"
+    assert [e.batch_id for e in recorder.kinds("batch_cancelled")] == [batch_id]
 
 
+@virtual_time()  # the window gathers a burst into one batch, whatever the machine's load
 async def test_value_json_cannot_encode_fails_only_that_call() -> None:
     async with emulated(batch_window_seconds=0.2) as (server, client):
         good, bad_object, bad_nan = await gather(
@@ -315,26 +339,42 @@ async def test_unsupported_parameters_and_methods_fail_clearly() -> None:
     assert server.emulator.stats().total_executions == 1
 
 
+@virtual_time()
 async def test_timeout_is_a_deadline_for_the_answer() -> None:
-    async with emulated({"lines_per_second": 1.0}, batch_size=1) as (server, client):
+    # The batch is submitted at once (batch_size=1) and takes an hour; the caller gives up
+    # after 30 s, exactly, and the batch nobody waits for is cancelled upstream.
+    async with emulated({"lines_per_second": 1 / 3600}, batch_size=1, poll_interval_seconds=5) as (
+        server,
+        client,
+    ):
+        start = anyio.current_time()
         with pytest.raises(autobatcher.APITimeoutError):
-            await client.chat.completions.create(**chat("slow"), timeout=0.3)
-        assert server.emulator.stats().batches_created <= 1
+            await client.chat.completions.create(**chat("slow"), timeout=30)
+        assert anyio.current_time() - start == pytest.approx(30)
+    stats = server.emulator.stats()
+    assert stats.batches_created == 1
+    assert stats.total_executions == 0
+    assert set(stats.batches_by_status) <= {"cancelling", "cancelled"}
 
 
 async def test_closed_client_refuses_new_requests() -> None:
-    async with serve_emulator(api_key=API_KEY) as server:
-        client = BatchOpenAI(api_key=API_KEY, base_url=server.base_url, **FAST)
+    async with in_process() as server:
+        client = BatchOpenAI(
+            api_key=API_KEY, base_url=server.base_url, http_client=server.http_client, **FAST
+        )
         await client.close()
         await client.close()  # idempotent
         with pytest.raises(ClientClosedError):
             await client.chat.completions.create(**chat("late"))
-        async with open_batcher(api_key=API_KEY, base_url=server.base_url, **FAST) as other:
+        async with open_batcher(
+            api_key=API_KEY, base_url=server.base_url, http_client=server.http_client, **FAST
+        ) as other:
             pass
         with pytest.raises(ClientClosedError):
             await other.embeddings.create(model="m", input="late")
 
 
+@pytest.mark.loopback  # the client builds its own connection pool from OPENAI_BASE_URL
 async def test_env_var_fallbacks_authenticate_every_call(monkeypatch: pytest.MonkeyPatch) -> None:
     async with serve_emulator(api_key="sk-from-env") as server:
         monkeypatch.setenv("OPENAI_API_KEY", "sk-from-env")
@@ -351,36 +391,50 @@ async def test_env_var_fallbacks_authenticate_every_call(monkeypatch: pytest.Mon
 
 
 async def test_user_exception_leaves_open_batcher_unwrapped() -> None:
-    async with serve_emulator(api_key=API_KEY) as server:
+    async with in_process() as server:
         with pytest.raises(KeyError) as info:
-            async with open_batcher(api_key=API_KEY, base_url=server.base_url, **FAST):
+            async with open_batcher(
+                api_key=API_KEY, base_url=server.base_url, http_client=server.http_client, **FAST
+            ):
                 raise KeyError("mine")
         assert type(info.value) is KeyError
         with pytest.raises(KeyError):
-            async with BatchOpenAI(api_key=API_KEY, base_url=server.base_url, **FAST):
+            async with BatchOpenAI(
+                api_key=API_KEY, base_url=server.base_url, http_client=server.http_client, **FAST
+            ):
                 raise KeyError("mine too")
 
 
 async def test_nothing_left_running_after_the_block_or_close() -> None:
-    async with serve_emulator(api_key=API_KEY) as server:
+    async with in_process() as server:
         before = task_ids()
-        async with open_batcher(api_key=API_KEY, base_url=server.base_url, **FAST) as client:
-            during = {str(task.name) for task in anyio.get_running_tasks()}
+        async with open_batcher(
+            api_key=API_KEY, base_url=server.base_url, http_client=server.http_client, **FAST
+        ) as client:
+            engine_tasks = [t for t in anyio.get_running_tasks() if task_runs(t, BatchOpenAI.run)]
             await client.chat.completions.create(**chat("one"))
-        assert any("run" in name for name in during)  # the engine task did exist
+        # exactly one engine task ran during the block (found by its code, not a name that the
+        # test runner's own task may share), and it is gone after it
+        assert len(engine_tasks) == 1
+        assert engine_tasks[0].id not in before
+        assert engine_tasks[0].id not in task_ids()
         assert await leftover_tasks(before) == []
-        plain = BatchOpenAI(api_key=API_KEY, base_url=server.base_url, **FAST)
+        plain = BatchOpenAI(
+            api_key=API_KEY, base_url=server.base_url, http_client=server.http_client, **FAST
+        )
         await gather(*[plain.chat.completions.create(**chat(f"p{i}")) for i in range(20)])
         await plain.close()
         assert await leftover_tasks(before) == []
 
 
+@virtual_time()  # the window gathers a burst into one batch, whatever the machine's load
 async def test_seed_usage_standalone_client_without_task_group() -> None:
     """The seed README's code, as written: a plain object, gather, then close()."""
-    async with serve_emulator(api_key=API_KEY) as server:
+    async with in_process() as server:
         client = BatchOpenAI(
             api_key=API_KEY,
             base_url=server.base_url,
+            http_client=server.http_client,
             batch_size=50,
             batch_window_seconds=0.1,
             poll_interval_seconds=0.05,
@@ -406,15 +460,19 @@ async def test_seed_usage_standalone_client_without_task_group() -> None:
 
 
 async def test_seed_context_manager() -> None:
-    async with serve_emulator(api_key=API_KEY) as server:
-        async with BatchOpenAI(api_key=API_KEY, base_url=server.base_url, **FAST) as client:
+    async with in_process() as server:
+        async with BatchOpenAI(
+            api_key=API_KEY, base_url=server.base_url, http_client=server.http_client, **FAST
+        ) as client:
             response = await client.chat.completions.create(**chat("ctx"))
         assert response.choices[0].message.content == "ctx"
 
 
 async def test_task_group_tier() -> None:
-    async with serve_emulator(api_key=API_KEY) as server:
-        client = BatchOpenAI(api_key=API_KEY, base_url=server.base_url, **FAST)
+    async with in_process() as server:
+        client = BatchOpenAI(
+            api_key=API_KEY, base_url=server.base_url, http_client=server.http_client, **FAST
+        )
         async with anyio.create_task_group() as tg:
             await tg.start(client.run)
             results = await gather(
@@ -425,13 +483,14 @@ async def test_task_group_tier() -> None:
 
 
 async def test_leaving_the_block_flushes_pending_requests_at_once() -> None:
-    async with serve_emulator(api_key=API_KEY) as server:
+    async with in_process() as server:
         results: list[Any] = []
         with anyio.fail_after(10):
             async with anyio.create_task_group() as tg:
                 async with open_batcher(
                     api_key=API_KEY,
                     base_url=server.base_url,
+                    http_client=server.http_client,
                     batch_window_seconds=3600,  # only leaving the block can flush this
                     poll_interval_seconds=0.02,
                 ) as client:
@@ -440,7 +499,8 @@ async def test_leaving_the_block_flushes_pending_requests_at_once() -> None:
                         results.append(await client.chat.completions.create(**chat("at exit")))
 
                     tg.start_soon(ask)
-                    await anyio.sleep(0.05)
+                    await anyio.wait_all_tasks_blocked()  # the request waits in its lane
+                    assert results == []
                 # the block has waited for the answer before closing
                 assert len(results) == 1
         assert results[0].choices[0].message.content == "at exit"
@@ -476,6 +536,7 @@ def test_seed_defaults_and_key_never_in_repr(monkeypatch: pytest.MonkeyPatch) ->
     assert "sk-secret-123" not in repr(config)
 
 
+@virtual_time()  # the window gathers a burst into one batch, whatever the machine's load
 async def test_embedding_inputs_cap_splits_batches() -> None:
     recorder = Recorder()
     async with emulated(event_hook=recorder, max_embedding_inputs=5, batch_window_seconds=0.2) as (
@@ -493,6 +554,7 @@ async def test_embedding_inputs_cap_splits_batches() -> None:
     assert [e.requests for e in recorder.kinds("batch_submitted")] == [1, 1, 1, 1]
 
 
+@virtual_time()  # the window gathers a burst into one batch, whatever the machine's load
 async def test_batches_in_flight_are_capped() -> None:
     recorder = Recorder()
     in_flight: list[int] = []
@@ -527,11 +589,9 @@ async def test_a_users_http_client_is_used_and_never_closed() -> None:
     async def record(request: httpx.Request) -> None:
         seen.append(f"{request.method} {request.url.path}")
 
-    async with serve_emulator(api_key=API_KEY) as server:
-        async with httpx.AsyncClient(event_hooks={"request": [record]}) as http:
-            async with open_batcher(
-                api_key=API_KEY, base_url=server.base_url, http_client=http, **FAST
-            ) as client:
+    async with in_process() as server:
+        async with server.http(event_hooks={"request": [record]}) as http:
+            async with open_batcher(**server.options(http_client=http)) as client:
                 await client.chat.completions.create(**chat("mine"))
             assert not http.is_closed
             assert "POST /v1/files" in seen

@@ -28,6 +28,8 @@ from autobatcher.testing import (
     serve_emulator,
 )
 
+from ._support import VirtualClockEventLoop, virtual_time
+
 pytestmark = pytest.mark.anyio
 
 # -- helpers (also used by test_emulator_openai.py) -------------------------------------
@@ -106,12 +108,11 @@ async def get_batch(client: httpx.AsyncClient, batch_id: str) -> dict[str, Any]:
 
 
 async def wait_done(client: httpx.AsyncClient, batch_id: str) -> dict[str, Any]:
-    with anyio.fail_after(10):
-        while True:
-            batch = await get_batch(client, batch_id)
-            if batch["status"] in ("completed", "failed", "expired", "cancelled"):
-                return batch
-            await anyio.sleep(0.01)
+    """The batch, which must be finished: the emulator runs a batch with no configured
+    durations to its end on the first look (a test about time uses virtual time instead)."""
+    batch = await get_batch(client, batch_id)
+    assert batch["status"] in ("completed", "failed", "expired", "cancelled"), batch["status"]
+    return batch
 
 
 async def content(client: httpx.AsyncClient, file_id: str | None) -> list[dict[str, Any]]:
@@ -145,16 +146,12 @@ async def over_loopback(**config: Any) -> AsyncIterator[tuple[Emulator, httpx.As
 Connect = Callable[..., AbstractAsyncContextManager[tuple[Emulator, httpx.AsyncClient]]]
 #: Parametrizes a test over both ways to reach the emulator.
 both_ways = pytest.mark.parametrize(
-    "connect", [pytest.param(running, id="in-process"), pytest.param(over_loopback, id="loopback")]
+    "connect",
+    [
+        pytest.param(running, id="in-process"),
+        pytest.param(over_loopback, id="loopback", marks=pytest.mark.loopback),
+    ],
 )
-
-
-def on_virtual_trio() -> pytest.MarkDecorator:
-    """Run the test on trio with a fresh ``MockClock`` that jumps whenever all tasks sleep."""
-    clock = trio.testing.MockClock(autojump_threshold=0)
-    return pytest.mark.parametrize(
-        "anyio_backend", [pytest.param(("trio", {"clock": clock}), id="trio-virtual")]
-    )
 
 
 # -- lifecycle -----------------------------------------------------------------------
@@ -504,7 +501,7 @@ async def test_invalid_marker_in_a_realtime_call_is_400() -> None:
 # -- time: the event loop's clock -------------------------------------------------------
 
 
-@on_virtual_trio()
+@virtual_time()
 @pytest.mark.parametrize(
     ("flavour", "window", "seconds"),
     [("openai", "24h", 86_400), ("doubleword", "1h", 3_600), ("doubleword", "24h", 86_400)],
@@ -516,9 +513,9 @@ async def test_the_completion_window_expires_batches_on_the_loop_clock(
     async with running(flavour=flavour, lines_per_second=1 / 600) as (_, client):
         created = await create_batch(client, await upload(client, chat_file(1000)), window=window)
         assert created["expires_at"] - created["created_at"] == seconds
-        await anyio.sleep(seconds - 1)
+        await anyio.sleep(seconds - 1)  # virtual time
         assert (await get_batch(client, created["id"]))["status"] == "in_progress"
-        await anyio.sleep(1)
+        await anyio.sleep(1)  # virtual time
         batch = await get_batch(client, created["id"])
     assert anyio.current_time() - started == seconds
     assert batch["status"] == "expired"
@@ -537,7 +534,7 @@ def test_loop_clock_stands_still_outside_a_loop_and_never_jumps_between_loops() 
     async def wait(seconds: float) -> tuple[str, int]:
         # A loop's time counts from its first call to the emulator, up to its last.
         emulator.advance()
-        await anyio.sleep(seconds)
+        await anyio.sleep(seconds)  # virtual time (MockClock, VirtualClockEventLoop)
         record = emulator.batches[batch.id]
         return record.status, record.processed
 
@@ -548,8 +545,10 @@ def test_loop_clock_stands_still_outside_a_loop_and_never_jumps_between_loops() 
     assert anyio.run(wait, 8, backend="trio", backend_options=virtual_trio()) == ("validating", 0)
     # Outside any loop the emulator's time stands still at its last reading.
     assert emulator.batches[batch.id].status == "validating"
-    # A new asyncio loop continues from 8 s, not from its own clock (hours of uptime).
-    assert anyio.run(wait, 0.1, backend="asyncio") == ("validating", 0)
+    # A new asyncio loop (virtual: its clock starts at 0) continues from 8 s, not from its
+    # own clock.
+    options = {"loop_factory": VirtualClockEventLoop}
+    assert anyio.run(wait, 0.1, backend="asyncio", backend_options=options) == ("validating", 0)
     # A fresh MockClock starts at 0 again; 3.5 more seconds: in progress since 10 s, 1 line.
     status, processed = anyio.run(wait, 3.5, backend="trio", backend_options=virtual_trio())
     assert (status, processed) == ("in_progress", 1)
@@ -803,6 +802,7 @@ async def test_admin_lose_batch(connect: Connect) -> None:
         assert emulator.stats().faults_by_kind == {"lost_batch": 1}
 
 
+@pytest.mark.loopback
 async def test_serve_port_zero_and_clean_shutdown() -> None:
     async with serve_emulator(Emulator(EmulatorConfig())) as server:
         assert server.port > 0
@@ -840,6 +840,7 @@ def _server_side_nodelay(server_port: int, client_address: Any) -> int:
     raise AssertionError(f"no server socket connected to {client_address}")
 
 
+@pytest.mark.loopback
 async def test_connections_are_served_with_tcp_nodelay() -> None:
     # Without it every response written in two sends waits ~40 ms for a delayed ACK.
     async with over_loopback() as (_emulator, client):

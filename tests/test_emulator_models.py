@@ -41,6 +41,7 @@ async def test_the_caller_of_an_unknown_model_gets_not_found() -> None:
     assert len(vector.data[0].embedding) == 8
 
 
+@pytest.mark.loopback
 async def test_an_unknown_model_line_has_openais_error_shape() -> None:
     async with (
         serve_emulator(known_models=KNOWN) as server,
@@ -66,6 +67,7 @@ async def test_an_unknown_model_line_has_openais_error_shape() -> None:
         assert response.json() == MISSING_BODY
 
 
+@pytest.mark.loopback
 async def test_every_model_is_known_by_default_and_the_list_can_change() -> None:
     async with (
         serve_emulator() as server,
@@ -86,6 +88,7 @@ async def test_every_model_is_known_by_default_and_the_list_can_change() -> None
         assert named.status_code == 404
 
 
+@pytest.mark.loopback
 async def test_the_openai_sdk_sees_the_same_error() -> None:
     async with serve_emulator(known_models=KNOWN) as server:
         sdk = openai.AsyncOpenAI(
@@ -110,6 +113,7 @@ def test_known_models_are_validated() -> None:
         Emulator().configure(known_models=[7])
 
 
+@pytest.mark.loopback
 async def test_configure_applies_to_lines_not_yet_run() -> None:
     # The check happens when a line runs, so a list set mid-batch applies to the rest.
     emulator = Emulator(lines_per_second=1.0, validation_seconds=0.0, shuffle_output=False)

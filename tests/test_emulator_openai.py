@@ -1,4 +1,4 @@
-"""Conformance: the official ``openai`` SDK drives the emulator over loopback.
+"""Conformance: the official ``openai`` SDK drives the emulator (over loopback, or in-process).
 
 The sync client runs in a worker thread (``anyio.to_thread``) while the server runs in the
 test's event loop, so both backends are covered the same way; the async client is checked
@@ -13,10 +13,12 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import anyio
+import httpx
 import openai
 import pytest
 
-from autobatcher.testing import serve_emulator
+from autobatcher.testing import IN_PROCESS_BASE_URL, Emulator, serve_emulator
+from tests._support import virtual_time
 from tests.test_emulator import chat_file, chat_line
 
 pytestmark = pytest.mark.anyio
@@ -57,6 +59,7 @@ def _run_batch(client: openai.OpenAI, data: bytes) -> tuple[Any, list[Any], list
     return batch, out, err
 
 
+@pytest.mark.loopback  # the sync SDK with its own connection pool, as a user runs it
 async def test_sdk_batch_round_trip() -> None:
     data = chat_file(20) + (chat_line("bad", "[[status:429]]") + "\n").encode()
     async with serve_emulator(api_key="sk-test", lines_per_second=2000) as server:
@@ -90,6 +93,7 @@ async def test_sdk_batch_round_trip() -> None:
         await in_thread(run)
 
 
+@pytest.mark.loopback
 async def test_sdk_cancel_and_expire() -> None:
     async with serve_emulator(lines_per_second=1e-9, cancelling_seconds=0) as server:
         client = _client(server.base_url)
@@ -123,6 +127,7 @@ async def test_sdk_cancel_and_expire() -> None:
         await in_thread(expire)
 
 
+@virtual_time()  # the SDK backs off with anyio.sleep: on the loop's (virtual) clock
 @pytest.mark.parametrize(
     "faults",
     [
@@ -132,20 +137,34 @@ async def test_sdk_cancel_and_expire() -> None:
     ],
 )
 async def test_sdk_retries_through_faults(faults: dict[str, Any]) -> None:
-    async with serve_emulator(fault_seed=7, **faults) as server:
-        client = _client(server.base_url, max_retries=20)
-        client = client.with_options(max_retries=20)
+    """The async SDK in-process (its http_client on the emulator's transport): every fault
+    is one the SDK's own retry logic recognises and gets through."""
+    emulator = Emulator(api_key="sk-test", fault_seed=7, **faults)
+    async with (
+        httpx.AsyncClient(transport=emulator.transport()) as http,
+        openai.AsyncOpenAI(
+            base_url=IN_PROCESS_BASE_URL,
+            api_key="sk-test",
+            max_retries=20,
+            # This openai build annotates http_client as its vendored httpx2's client; an
+            # httpx client has the same interface and is what it calls at run time.
+            http_client=http,  # type: ignore[arg-type]
+        ) as client,
+    ):
+        file = await client.files.create(file=("in.jsonl", chat_file(5)), purpose="batch")
+        batch = await client.batches.create(
+            input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        batch = await client.batches.retrieve(batch.id)
+        assert batch.status == "completed"
+        assert batch.output_file_id is not None and batch.error_file_id is None
+        out = (await client.files.content(batch.output_file_id)).text.splitlines()
+    assert len(out) == 5
+    assert emulator.stats().faults_injected > 0
+    assert emulator.stats().duplicate_executions == 0
 
-        def run() -> None:
-            batch, out, err = _run_batch(client, chat_file(5))
-            assert batch.status == "completed"
-            assert len(out) == 5
-            assert err == []
 
-        await in_thread(run)
-        assert server.emulator.stats().faults_injected > 0
-
-
+@pytest.mark.loopback
 async def test_async_sdk_realtime_endpoints() -> None:
     async with serve_emulator() as server:
         client = openai.AsyncOpenAI(base_url=server.base_url, api_key="x", max_retries=0)
@@ -175,12 +194,9 @@ async def test_async_sdk_realtime_endpoints() -> None:
 
 
 def test_base64_embeddings_decode() -> None:
-    from autobatcher.testing._model import execute
-
-    status, body = execute(
-        "/v1/embeddings", {"model": "e", "input": "a", "encoding_format": "base64"},
-        "", now=0, dims=8,
+    status, body = Emulator().realtime(
+        "/v1/embeddings", {"model": "e", "input": "a", "encoding_format": "base64"}
     )
     assert status == 200
     assert body is not None
-    assert len(base64.b64decode(body["data"][0]["embedding"])) == 32
+    assert len(base64.b64decode(body["data"][0]["embedding"])) == 8 * 4  # 8 float32s

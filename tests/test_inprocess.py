@@ -24,8 +24,7 @@ from autobatcher import (
 from autobatcher.testing import IN_PROCESS_BASE_URL, Emulator, EmulatorTransport, emulator_client
 from autobatcher.types import ChatCompletion
 
-from ._support import API_KEY, FAST, Recorder, chat, gather
-from .test_emulator import on_virtual_trio
+from ._support import API_KEY, FAST, Recorder, chat, gather, virtual_time
 
 pytestmark = pytest.mark.anyio
 
@@ -95,6 +94,7 @@ async def test_an_injected_drop_breaks_the_response_like_a_closed_connection() -
         assert emulator.stats().faults_by_kind == {"drop": 1}
 
 
+@virtual_time()  # retries back off for real seconds otherwise
 async def test_faults_in_process_lose_nothing_and_pay_once() -> None:
     faults: dict[str, Any] = {
         "error_rate": 0.1,
@@ -131,7 +131,7 @@ def test_emulator_transport_is_an_httpx_transport() -> None:
 # -- virtual time --------------------------------------------------------------------------------
 
 
-@on_virtual_trio()
+@virtual_time()
 async def test_hours_of_batch_lifecycle_run_in_virtual_time() -> None:
     started = anyio.current_time()
     options: dict[str, Any] = {"validation_seconds": 10 * 60, "lines_per_second": 10 / (2 * HOUR)}
@@ -163,7 +163,7 @@ async def test_hours_of_batch_lifecycle_run_in_virtual_time() -> None:
     assert emulator.stats().api_calls_by_route["GET /v1/batches/{id}"] >= 2 * HOUR / 60
 
 
-@on_virtual_trio()
+@virtual_time()
 async def test_the_completion_window_expires_half_done_work_in_virtual_time() -> None:
     started = anyio.current_time()
     # 1 h validating, then one line every 16000 s: after 24 h, 5 of the 10 lines have run.

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from autobatcher._jsonl import LineSplitter
-from tests._support import chat, emulated, gather
+from tests._support import chat, emulated, gather, virtual_time
 
 
 def split_in_chunks(data: bytes, sizes: list[int]) -> tuple[list[bytes], bytes]:
@@ -95,6 +95,7 @@ BIG_DIMENSIONS = 250_000
 
 
 @pytest.mark.anyio
+@virtual_time()  # one batch for the three, whatever the machine's load
 @pytest.mark.parametrize("flavour", ["openai", "doubleword"])  # doubleword: partial downloads
 async def test_a_huge_embedding_line_comes_back_whole(flavour: str) -> None:
     async with emulated({"flavour": flavour}) as (server, client):

@@ -39,7 +39,7 @@ from autobatcher._errors import (
 )
 from autobatcher._jsonl import decode_result
 from tests import test_types as bodies
-from tests._support import API_KEY, emulated
+from tests._support import AUTH, InProcess, emulated
 
 # -- realistic bodies: what the servers send, nulls, unknown fields, nested objects ----------
 
@@ -510,6 +510,7 @@ _URL = "http://127.0.0.1:9/v1/chat/completions"
 def _sdk_error(status: int, content: bytes, headers: dict[str, str]) -> openai.APIStatusError:
     request = httpx2.Request("POST", _URL)
     response = httpx2.Response(status, content=content, headers=headers, request=request)
+    # the SDK's own status -> error mapping (private in the SDK): what we must match
     return _sdk_client._make_status_error_from_response(response)
 
 
@@ -760,13 +761,12 @@ def test_internal_error_is_public_and_an_api_error() -> None:
 # -- end to end through the emulator -------------------------------------------------------
 
 
-async def _line_body(base_url: str, index: int = 0) -> dict[str, Any]:
+async def _line_body(server: InProcess, index: int = 0) -> dict[str, Any]:
     """The ``response.body`` of the only output line of the emulator's only batch."""
-    headers = {"Authorization": f"Bearer {API_KEY}"}
-    async with httpx.AsyncClient(base_url=base_url, headers=headers) as http:
-        batches = (await http.get("/batches")).json()["data"]
+    async with server.http(base_url=server.base_url, headers=AUTH) as http:
+        batches = (await http.get("batches")).json()["data"]
         assert len(batches) == 1
-        output = await http.get(f"/files/{batches[0]['output_file_id']}/content")
+        output = await http.get(f"files/{batches[0]['output_file_id']}/content")
         lines = [json.loads(line) for line in output.text.splitlines() if line.strip()]
     assert len(lines) == 1
     body: dict[str, Any] = lines[index]["response"]["body"]
@@ -827,7 +827,7 @@ async def test_e2e_response_objects_are_the_sdks(
             ours = await client.moderations.create(
                 model="omni-moderation-latest", input="parity [[flag]]"
             )
-        body = await _line_body(server.base_url)
+        body = await _line_body(server)
     _assert_line_parity(ours, sdk_cls, body)
 
 
@@ -840,11 +840,10 @@ async def test_e2e_line_errors_are_the_sdks(status: int) -> None:
                 model="gpt-4o-mini",
                 messages=[{"role": "user", "content": f"fail [[status:{status}]]"}],
             )
-        headers = {"Authorization": f"Bearer {API_KEY}"}
-        async with httpx.AsyncClient(base_url=server.base_url, headers=headers) as http:
-            batch = (await http.get("/batches")).json()["data"][0]
+        async with server.http(base_url=server.base_url, headers=AUTH) as http:
+            batch = (await http.get("batches")).json()["data"][0]
             file_id = batch["error_file_id"] or batch["output_file_id"]
-            text = (await http.get(f"/files/{file_id}/content")).text
+            text = (await http.get(f"files/{file_id}/content")).text
     line = json.loads(text.splitlines()[0])
     response = line["response"]
     theirs = _sdk_error(

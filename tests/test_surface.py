@@ -33,16 +33,15 @@ from autobatcher import (
     open_batcher,
 )
 from autobatcher._sizing import encoded_size_at_least
-from autobatcher.testing import EmulatorServer, serve_emulator
 
-from ._support import API_KEY, FAST, chat, emulated, gather
+from ._support import API_KEY, FAST, InProcess, chat, emulated, gather, in_process
 
 pytestmark = pytest.mark.anyio
 
 _ENVELOPE = {"extra_headers", "extra_query", "extra_body", "timeout"}
 
 
-def uploaded_bodies(server: EmulatorServer) -> list[dict[str, Any]]:
+def uploaded_bodies(server: InProcess) -> list[dict[str, Any]]:
     """The request bodies of every line the client uploaded, in upload order."""
     bodies: list[dict[str, Any]] = []
     for record in server.emulator.files.values():
@@ -187,8 +186,8 @@ async def test_with_options_is_a_new_unopened_client_sharing_only_the_users_http
     async def record(request: httpx.Request) -> None:
         seen.append(request.url)
 
-    async with serve_emulator(api_key=API_KEY) as server:
-        async with httpx.AsyncClient(event_hooks={"request": [record]}) as http:
+    async with in_process() as server:
+        async with server.http(event_hooks={"request": [record]}) as http:
             client = BatchOpenAI(
                 api_key=API_KEY,
                 base_url=server.base_url,
@@ -203,6 +202,7 @@ async def test_with_options_is_a_new_unopened_client_sharing_only_the_users_http
             assert copy.max_retries == 1 and copy.timeout == client.timeout
             assert copy.default_query == {"tenant": "a", "region": "eu"}
             assert client.default_query == {"tenant": "a"}
+            # no public accessor for the connection pool: which one a copy uses is the contract
             assert copy._wire.http_client is http
             assert not copy.is_closed()
 
@@ -226,8 +226,10 @@ async def test_with_options_is_a_new_unopened_client_sharing_only_the_users_http
 
 
 async def test_copy_of_a_client_with_its_own_pool_gets_its_own() -> None:
-    async with emulated() as (_server, client):
+    # A client that builds its own pool (no http_client given); nothing is sent.
+    async with BatchOpenAI(api_key=API_KEY, base_url="http://127.0.0.1:9/v1") as client:
         copy = client.copy(batch_window_seconds=0.01)
+        # no public accessor for the connection pool: which one a copy uses is the contract
         assert copy._wire.http_client is not client._wire.http_client
         assert copy.config.batch_window_seconds == 0.01
         assert copy.api_key == client.api_key and copy.base_url == client.base_url
@@ -250,8 +252,8 @@ def test_client_level_with_raw_response_points_to_the_endpoint_level_one() -> No
 
 
 async def test_is_closed_tells_whether_create_would_refuse() -> None:
-    async with serve_emulator(api_key=API_KEY) as server:
-        client = BatchOpenAI(api_key=API_KEY, base_url=server.base_url, **FAST)
+    async with in_process() as server:
+        client = server.client()
         assert not client.is_closed()
         await client.chat.completions.create(**chat("x"))
         await client.close()

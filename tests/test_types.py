@@ -724,6 +724,7 @@ def test_mapping_input_and_type_errors() -> None:
 def test_no_copy_at_construction() -> None:
     data = copy.deepcopy(CHAT)
     c = ChatCompletion.from_dict(data)
+    # "no copy" is about identity, and the raw dict has no public name: the private one, on purpose
     assert c._raw is data
     assert c.choices[0]._raw is data["choices"][0]
 

@@ -27,6 +27,8 @@ from autobatcher._jsonl import decode_result, encode_line, extract_custom_id
 from autobatcher._retry import RetryPolicy
 from autobatcher._wire import Wire
 
+from ._support import virtual_time
+
 _backoff = RetryPolicy(max_retries=3).call_delay
 
 pytestmark = pytest.mark.anyio
@@ -86,6 +88,7 @@ async def test_plain_text_error_body_becomes_the_message() -> None:
         await make_wire(http).call_json("GET", "batches/x")
 
 
+@virtual_time()  # the retries back off for real seconds otherwise
 async def test_connection_errors_are_retried_then_typed() -> None:
     seen: list[httpx.Request] = []
     events: list[BatchEvent] = []
