@@ -32,8 +32,10 @@ def add_journal_parser(commands: Any) -> None:
         help="inspect, collect, export or cancel what a journal holds",
         description="Work with a journal written by BatchOpenAI(journal=PATH).",
     )
-    journal.add_argument("path", metavar="PATH", help="the journal file")
-    journal.add_argument("--json", action="store_true", help="print JSON instead of text")
+    journal.add_argument("path", metavar="PATH", help="the journal file (required)")
+    journal.add_argument(
+        "--json", action="store_true", help="print JSON instead of text (default: text)"
+    )
     actions = journal.add_subparsers(dest="action", metavar="ACTION")
     actions.required = True
     actions.add_parser("status", help="requests by state, batches by phase, tokens used so far")
@@ -44,7 +46,7 @@ def add_journal_parser(commands: Any) -> None:
     )
     export = actions.add_parser("export", help="write every stored result line as JSONL")
     export.add_argument(
-        "-o", "--output", required=True, help="the JSONL file to write ('-': stdout)"
+        "-o", "--output", required=True, help="the JSONL file to write, '-' for stdout (required)"
     )
     actions.add_parser("cancel", help="cancel the journal's open upstream batches")
     prune = actions.add_parser("prune", help="forget answered requests collected long ago")
@@ -53,7 +55,7 @@ def add_journal_parser(commands: Any) -> None:
         type=float,
         required=True,
         metavar="DAYS",
-        help="drop answers collected more than DAYS days ago",
+        help="drop answers collected more than DAYS days ago (required)",
     )
 
 

@@ -152,7 +152,9 @@ def test_every_option_has_help_with_its_default() -> None:
     assert len(options) > 25
     for where, action in options:
         assert action.help, where
-        if not isinstance(action, argparse._VersionAction):
+        if action.required:
+            assert "(required)" in action.help, where
+        elif not isinstance(action, argparse._VersionAction):
             assert "(default: " in action.help, where
 
 

@@ -304,13 +304,14 @@ def _answers(output: str) -> dict[int, str]:
 @pytest.mark.anyio
 @pytest.mark.parametrize("point", KILL_POINTS)
 async def test_kill_9_then_rerun_answers_everything_once_and_pays_once(
-    point: str, anyio_backend: str, tmp_path: Path
+    point: str, anyio_backend: tuple[str, Any], tmp_path: Path
 ) -> None:
+    backend = anyio_backend[0]
     n = 12
     journal = tmp_path / "run.journal"
     async with emulator_process() as base_url:
-        assert await _run_child(base_url, journal, n, anyio_backend, point) == "killed"
-        output = await _run_child(base_url, journal, n, anyio_backend, None)
+        assert await _run_child(base_url, journal, n, backend, point) == "killed"
+        output = await _run_child(base_url, journal, n, backend, None)
         stats = await emulator_stats(base_url)
     assert _answers(output) == {i: f"question {i}" for i in range(n)}
     assert stats["duplicate_executions"] == 0
@@ -320,14 +321,15 @@ async def test_kill_9_then_rerun_answers_everything_once_and_pays_once(
 
 @pytest.mark.anyio
 async def test_kill_9_under_random_faults_still_pays_once(
-    anyio_backend: str, tmp_path: Path
+    anyio_backend: tuple[str, Any], tmp_path: Path
 ) -> None:
+    backend = anyio_backend[0]
     n = 12
     journal = tmp_path / "run.journal"
     faults = ("--error-rate", "0.15", "--drop-rate", "0.1", "--fault-seed", "7")
     async with emulator_process(*faults) as base_url:
-        assert await _run_child(base_url, journal, n, anyio_backend, "poll") == "killed"
-        output = await _run_child(base_url, journal, n, anyio_backend, None)
+        assert await _run_child(base_url, journal, n, backend, "poll") == "killed"
+        output = await _run_child(base_url, journal, n, backend, None)
         stats = await emulator_stats(base_url)
     assert _answers(output) == {i: f"question {i}" for i in range(n)}
     assert stats["duplicate_executions"] == 0
@@ -363,7 +365,7 @@ async def test_open_batcher_takes_a_journal_too(tmp_path: Path) -> None:
 
 @pytest.mark.anyio
 async def test_the_journal_command_shows_collects_exports_and_prunes(
-    anyio_backend: str, tmp_path: Path
+    anyio_backend: tuple[str, Any], tmp_path: Path
 ) -> None:
     journal = tmp_path / "run.journal"
     exported = tmp_path / "out.jsonl"
@@ -376,7 +378,7 @@ async def test_the_journal_command_shows_collects_exports_and_prunes(
 
     async with emulator_process() as base_url:
         # a program dies with its batch running upstream
-        assert await _run_child(base_url, journal, 12, anyio_backend, "poll") == "killed"
+        assert await _run_child(base_url, journal, 12, anyio_backend[0], "poll") == "killed"
         before = await cli("status")
         assert before["waiting"] == 12
         assert before["jobs_by_phase"] == {"submitted": 1}

@@ -130,12 +130,13 @@ def test_constructor_defaults_are_the_configs_and_every_field_is_an_option(
     assert BatchOpenAI(api_key="k").config == BatcherConfig(api_key="k")
     parameters = inspect.signature(BatchOpenAI).parameters
     fields = {field.name for field in BatcherConfig.__attrs_attrs__}
-    assert set(parameters) == fields | {"http_client"}
+    assert set(parameters) == fields | {"http_client", "journal"}
     assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in parameters.values())
     # open_batcher takes the very same options, and copy() can override every one of them
     assert inspect.signature(open_batcher).parameters == parameters
     copy_parameters = inspect.signature(BatchOpenAI.copy).parameters
-    assert set(copy_parameters) - {"self"} == set(parameters) | {
+    # a journal is claimed by one client at a time: a copy never takes the original's
+    assert set(copy_parameters) - {"self"} == set(parameters) - {"journal"} | {
         "set_default_headers",
         "set_default_query",
     }

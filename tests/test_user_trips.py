@@ -27,13 +27,12 @@ from autobatcher import (
 )
 from autobatcher.testing import IN_PROCESS_BASE_URL, Emulator
 
-from ._support import API_KEY, chat
-from .test_emulator import on_virtual_trio
+from ._support import API_KEY, chat, virtual_time
 
 pytestmark = pytest.mark.anyio
 
 
-@on_virtual_trio()
+@virtual_time()
 async def test_a_plain_mode_hand_over_keeps_every_batchs_poll_schedule() -> None:
     """Batch B polls at submit + 60 s, + 120 s. Batch A, submitted 30 s later, answers its
     caller at its first poll (~91 s), and that caller hands the engine over. B must still poll
