@@ -45,6 +45,10 @@ _TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
 RESERVED_METADATA_KEY = "autobatcher_key"
 #: how far back (seconds) the idempotency look-up reads, before the first create attempt
 _LOOKUP_SLACK = 600.0
+#: longest wait between two looks at an uploaded file that is not processed yet
+_FILE_POLL_SECONDS = 5.0
+_FILE_READY = frozenset({"processed", "uploaded", ""})
+_FILE_BROKEN = frozenset({"error", "failed", "deleted"})
 
 
 class Stop(Exception):
@@ -212,14 +216,23 @@ class JobRunner:
             self._finish(job)
             return
         config = self._config
+        provider = self._wire.provider
+        if provider.wait_file_processed and not record.create_unsure:
+            await self._await_processed(job)
         metadata = dict(config.batch_metadata or {})
         metadata[RESERVED_METADATA_KEY] = record.key
-        body = {
+        body: dict[str, object] = {
             "input_file_id": record.file_id,
             "endpoint": record.endpoint,
             "completion_window": config.completion_window,
             "metadata": metadata,
         }
+        if provider.file_expiry_seconds is not None:
+            # Output and error files count against the provider's file cap too.
+            body["output_expires_after"] = {
+                "anchor": "created_at",
+                "seconds": provider.file_expiry_seconds,
+            }
 
         async def find_batch() -> Batch | None:
             return await self.find_batch(job)
@@ -237,6 +250,46 @@ class JobRunner:
         record.next_poll_at = anyio.current_time() + config.poll_interval_seconds
         self._event("batch_submitted", job)
         self._checkpoint()
+
+    async def _await_processed(self, job: Job) -> None:
+        """Wait until the uploaded file is ``processed`` (Azure: a batch cannot use it before).
+
+        A file the server could not process fails the job's requests with its reason.
+        """
+        record = job.record
+        assert record.file_id is not None
+        interval = min(self._config.poll_interval_seconds, _FILE_POLL_SECONDS)
+        while True:
+            uploaded = await self._wire.retrieve_file(record.file_id)
+            status = (uploaded.status or "").lower()
+            if status in _FILE_READY:
+                return
+            if status in _FILE_BROKEN:
+                await self._discard_file(job)
+                raise BatchFailedError(
+                    f"the server could not process the uploaded batch file {record.file_id} "
+                    f"(status {uploaded.status!r}): {uploaded.status_details or 'no reason given'}",
+                    errors=[],
+                    code="file_not_processed",
+                )
+            await self._idle(job, anyio.current_time() + interval)
+
+    async def _delete_consumed_files(self, job: Job, batch: Batch | None) -> None:
+        """Delete the job's input, output and error files (providers that cap file counts).
+
+        Best effort: a file that cannot be deleted is logged, and expires on its own where we
+        uploaded it with an expiry.
+        """
+        if not self._wire.provider.delete_consumed_files:
+            return
+        ids = [job.record.file_id]
+        if batch is not None:
+            ids += [batch.output_file_id, batch.error_file_id]
+        for file_id in dict.fromkeys(i for i in ids if i):
+            try:
+                await self._wire.delete_file(file_id)
+            except APIError as exc:
+                logger.info("could not delete consumed file %s: %s", file_id, exc)
 
     async def _discard_file(self, job: Job) -> None:
         if job.record.file_id is None:
@@ -285,7 +338,12 @@ class JobRunner:
             if job.abandoned and not job.slots:
                 await self._cancel_abandoned(job)
                 return
-            if batch is not None and config.fetch_partial_results and status != "validating":
+            if (
+                batch is not None
+                and config.fetch_partial_results
+                and self._wire.provider.partial_results
+                and status != "validating"
+            ):
                 await self._read_partial(job, batch)
                 if job.abandoned and not job.slots:
                     continue
@@ -363,6 +421,7 @@ class JobRunner:
         if status == "failed":
             self._fail_batch(job, batch)
             self._event("batch_failed", job)
+            await self._delete_consumed_files(job, batch)
             self._finish(job)
             return
         route = self._router(job)
@@ -401,6 +460,7 @@ class JobRunner:
             kind = "batch_completed"
         self._settle_all(job, make_error)
         self._event(kind, job)
+        await self._delete_consumed_files(job, batch)
         self._finish(job)
 
     def _fail_batch(self, job: Job, batch: Batch) -> None:
