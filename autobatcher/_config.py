@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import attrs
 import httpx
@@ -67,9 +67,24 @@ def _check_at_most(name: str, value: int, limit: int, provider: str) -> None:
         )
 
 
-def _filled_later(value: Any) -> Any:
-    """Keeps ``None`` for ``__attrs_post_init__`` to fill in with the provider's default."""
-    return value
+# Converters that keep ``None`` for ``__attrs_post_init__`` to fill in with the provider's
+# default; typed so that the constructor takes ``X | None`` while the field reads as ``X``.
+
+
+def _provider_later(value: ProviderName | None) -> ProviderName:
+    return cast("ProviderName", value)
+
+
+def _float_later(value: float | None) -> float:
+    return cast(float, value)
+
+
+def _int_later(value: int | None) -> int:
+    return cast(int, value)
+
+
+def _str_later(value: str | None) -> str:
+    return cast(str, value)
 
 
 def _provider(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -138,24 +153,22 @@ class BatcherConfig:
 
     #: which Batch API dialect (``None``: inferred from ``base_url``; see ``_providers.py``).
     #: Options below left at ``None`` take this provider's defaults and limits.
-    provider: ProviderName = attrs.field(default=None, converter=_filled_later, validator=_provider)
+    provider: ProviderName = attrs.field(
+        default=None, converter=_provider_later, validator=_provider
+    )
     batch_size: int = attrs.field(
         default=100, validator=_int_at_most(max(p.max_lines for p in PROVIDERS.values()))
     )
     batch_window_seconds: float = attrs.field(default=1.0, validator=_non_negative)
     poll_interval_seconds: float = attrs.field(
-        default=None, converter=_filled_later, validator=_optional_positive
+        default=None, converter=_float_later, validator=_optional_positive
     )
-    completion_window: str = attrs.field(default=None, converter=_filled_later)
+    completion_window: str = attrs.field(default=None, converter=_str_later)
     batch_metadata: Mapping[str, str] | None = attrs.field(default=None, validator=_metadata)
-    max_batch_bytes: int = attrs.field(
-        default=None, converter=_filled_later, validator=_optional_int
-    )
-    max_batch_lines: int = attrs.field(
-        default=None, converter=_filled_later, validator=_optional_int
-    )
+    max_batch_bytes: int = attrs.field(default=None, converter=_int_later, validator=_optional_int)
+    max_batch_lines: int = attrs.field(default=None, converter=_int_later, validator=_optional_int)
     max_embedding_inputs: int = attrs.field(
-        default=None, converter=_filled_later, validator=_optional_int
+        default=None, converter=_int_later, validator=_optional_int
     )
     max_batches_in_flight: int | None = attrs.field(default=None, validator=_optional_positive)
     max_queued_requests: int = attrs.field(default=100_000, validator=_positive)
