@@ -65,6 +65,9 @@ class Provider:
     delete_consumed_files: bool = False
     #: upload with ``expires_after`` and create with ``output_expires_after`` (seconds)
     file_expiry_seconds: int | None = None
+    #: a batch names its endpoint without ``/v1`` (``/chat/completions``) while the lines
+    #: keep it (Azure)
+    endpoint_without_version: bool = False
     #: the default ``poll_interval_seconds`` (the provider asks for polite polling)
     default_poll_interval_seconds: float = 5.0
 
@@ -77,6 +80,10 @@ class Provider:
             "max_batch_lines": self.max_lines,
             "max_embedding_inputs": self.max_embedding_inputs,
         }
+
+    def batch_endpoint(self, endpoint: str) -> str:
+        """The ``endpoint`` of a batch create for lines sent to ``endpoint`` (``/v1/...``)."""
+        return endpoint.removeprefix("/v1") if self.endpoint_without_version else endpoint
 
     def check_window(self, window: str) -> None:
         """Raise ``ValueError`` naming the accepted windows if ``window`` is not one."""
@@ -113,6 +120,7 @@ PROVIDERS: Mapping[str, Provider] = {
         wait_file_processed=True,
         delete_consumed_files=True,
         file_expiry_seconds=14 * 24 * 3600,
+        endpoint_without_version=True,
         default_poll_interval_seconds=60.0,
     ),
     "doubleword": Provider(name="doubleword", windows=("24h", "1h"), partial_results=True),

@@ -223,7 +223,7 @@ class JobRunner:
         metadata[RESERVED_METADATA_KEY] = record.key
         body: dict[str, object] = {
             "input_file_id": record.file_id,
-            "endpoint": record.endpoint,
+            "endpoint": provider.batch_endpoint(record.endpoint),
             "completion_window": config.completion_window,
             "metadata": metadata,
         }

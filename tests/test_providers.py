@@ -11,6 +11,7 @@ quirk at a time. Everything runs in-process (no sockets).
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -183,7 +184,8 @@ async def test_without_deleting_consumed_files_the_azure_cap_is_reached() -> Non
         api_key=API_KEY,
         max_files=6,
         max_expiring_files=6,
-        file_processing_seconds=0.0,
+        file_processing_seconds=0.0,  # (the other Azure quirks this client does not handle)
+        endpoint_without_version=False,
     ) as (emulator, http_client):
         async with open_batcher(
             api_key="unused",
@@ -360,3 +362,118 @@ def test_emulator_flavours_have_their_quirks() -> None:
     assert EmulatorConfig(flavour="openai", wrap_created_batch=True).quirks.wrap_created_batch
     with pytest.raises(ValueError, match="status_case"):
         EmulatorConfig(status_case="shouting")  # type: ignore[arg-type]
+
+
+# -- the emulator's dialects, seen raw ----------------------------------------------------------
+
+
+def _jsonl(*texts: str, url: str = "/v1/chat/completions") -> bytes:
+    lines = [
+        json.dumps({"custom_id": f"r{i}", "method": "POST", "url": url, "body": chat(text)})
+        for i, text in enumerate(texts)
+    ]
+    return ("\n".join(lines) + "\n").encode()
+
+
+@pytest.mark.anyio
+async def test_azure_dialect() -> None:
+    async with emulator_client(flavour="azure", api_key=API_KEY) as (emulator, http):
+        headers = {"api-key": API_KEY}
+        assert (await http.get("/v1/batches", headers=headers)).status_code == 404  # no prefix
+        bearer = {"Authorization": f"Bearer {API_KEY}"}
+        assert (await http.get("/openai/v1/batches", headers=bearer)).status_code == 401
+        uploaded = await http.post(
+            "/openai/v1/files",
+            headers=headers,
+            data={"purpose": "batch"},
+            files={"file": ("in.jsonl", _jsonl("a", "b"))},
+        )
+        file = uploaded.json()
+        assert file["status"] == "pending"
+        create = {"input_file_id": file["id"], "completion_window": "24h"}
+        early = await http.post(
+            "/openai/v1/batches", headers=headers, json={**create, "endpoint": "/chat/completions"}
+        )
+        assert early.status_code == 400 and early.json()["error"]["code"] == "invalid_file_status"
+        await anyio.sleep(0.06)
+        ready = await http.get(f"/openai/v1/files/{file['id']}", headers=headers)
+        assert ready.json()["status"] == "processed"
+        versioned = await http.post(
+            "/openai/v1/batches",
+            headers=headers,
+            json={**create, "endpoint": "/v1/chat/completions"},
+        )
+        assert versioned.status_code == 400  # Azure names the endpoint without /v1
+        created = await http.post(
+            "/openai/v1/batches", headers=headers, json={**create, "endpoint": "/chat/completions"}
+        )
+        batch = created.json()
+        assert batch["status"] == "Validating"
+        assert batch["created_at"].endswith("Z")  # ISO 8601
+        assert batch["endpoint"] == "/chat/completions"
+        assert emulator.config.api_root == "/openai/v1"
+
+
+@pytest.mark.anyio
+async def test_together_dialect() -> None:
+    async with emulator_client(flavour="together") as (_emulator, http):
+        wrong = await http.post(
+            "/v1/files", data={"purpose": "batch"}, files={"file": ("in.jsonl", _jsonl("a"))}
+        )
+        create = {"endpoint": "/v1/chat/completions", "completion_window": "24h"}
+        refused = await http.post(
+            "/v1/batches", json={**create, "input_file_id": wrong.json()["id"]}
+        )
+        assert refused.status_code == 400  # purpose must be batch-api
+        right = await http.post(
+            "/v1/files", data={"purpose": "batch-api"}, files={"file": ("in.jsonl", _jsonl("a"))}
+        )
+        created = await http.post(
+            "/v1/batches", json={**create, "input_file_id": right.json()["id"]}
+        )
+        answer = created.json()
+        assert set(answer) == {"job", "warning"}
+        job = answer["job"]
+        assert job["status"] == "VALIDATING" and "request_counts" not in job
+        done = (await http.get(f"/v1/batches/{job['id']}")).json()
+        assert done["status"] == "COMPLETED" and done["progress"] == 100.0  # retrieve: bare
+
+
+@pytest.mark.anyio
+async def test_groq_dialect() -> None:
+    async with emulator_client(flavour="groq") as (_emulator, http):
+        uploaded = await http.post(
+            "/openai/v1/files",
+            data={"purpose": "batch"},
+            files={"file": ("in.jsonl", _jsonl("a", url="/openai/v1/chat/completions"))},
+        )
+        base = {"input_file_id": uploaded.json()["id"], "endpoint": "/v1/chat/completions"}
+        for window, status in [("7d", 200), ("48h", 200), ("8d", 400), ("12h", 400)]:
+            answer = await http.post(
+                "/openai/v1/batches", json={**base, "completion_window": window}
+            )
+            assert answer.status_code == status, (window, answer.text)
+        # a line whose url carries the base URL's /openai prefix fails validation
+        batch_id = (await http.get("/openai/v1/batches")).json()["data"][0]["id"]
+        failed = (await http.get(f"/openai/v1/batches/{batch_id}")).json()
+        assert failed["status"] == "failed"
+        assert failed["errors"]["data"][0]["code"] == "invalid_url"
+
+
+@pytest.mark.anyio
+async def test_generic_dialect() -> None:
+    async with emulator_client(flavour="generic", finalizing_seconds=10.0) as (_emulator, http):
+        uploaded = await http.post(
+            "/v1/files", data={"purpose": "batch"}, files={"file": ("in.jsonl", _jsonl("a"))}
+        )
+        create = {
+            "input_file_id": uploaded.json()["id"],
+            "endpoint": "/v1/chat/completions",
+            "completion_window": "24h",
+        }
+        batch = (await http.post("/v1/batches", json=create)).json()
+        assert batch["status"] == "Validating" and "request_counts" not in batch
+        assert batch["created_at"] > 10**12  # milliseconds
+        finalizing = (await http.get(f"/v1/batches/{batch['id']}")).json()
+        assert finalizing["status"] == "Finalizing"
+        assert finalizing["output_file_id"] is not None  # ids appear at finalizing

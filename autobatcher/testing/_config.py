@@ -55,6 +55,8 @@ class Quirks:
     windows: tuple[str, ...] | None = ("24h",)
     #: one model and one endpoint per batch
     single_model: bool = True
+    #: a batch names its endpoint without the version (``/chat/completions``; Azure)
+    endpoint_without_version: bool = False
 
 
 _AZURE_FILE_CAP = 500  # Azure: files per resource without expiry
@@ -71,6 +73,7 @@ _FLAVOUR_QUIRKS: dict[str, Quirks] = {
         max_files=_AZURE_FILE_CAP,
         max_expiring_files=10_000,
         expire_batches=False,
+        endpoint_without_version=True,
     ),
     "together": Quirks(
         max_file_bytes=100 * 1000 * 1000,
@@ -241,6 +244,7 @@ class EmulatorConfig:
         default=None, converter=_windows, validator=_non_empty_strings
     )
     single_model: bool | None = None
+    endpoint_without_version: bool | None = None
 
     @property
     def quirks(self) -> Quirks:

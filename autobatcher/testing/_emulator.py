@@ -448,17 +448,24 @@ class Emulator:
             raise ApiError(
                 400, "Missing required parameter: 'input_file_id'.", param="input_file_id"
             )
+        # Azure names the batch endpoint without the version ("/chat/completions") while
+        # its lines keep it ("/v1/chat/completions").
+        shown = endpoint
+        supported: tuple[str, ...] = ENDPOINTS
+        if quirks.endpoint_without_version:
+            supported = tuple(e.removeprefix("/v1") for e in ENDPOINTS)
+            endpoint = "/v1" + endpoint if endpoint in supported else None
         if endpoint not in ENDPOINTS:
             raise ApiError(
                 400,
-                f"Invalid value for 'endpoint': {endpoint!r}. Supported values are: "
-                + ", ".join(ENDPOINTS),
+                f"Invalid value for 'endpoint': {shown!r}. Supported values are: "
+                + ", ".join(supported),
                 param="endpoint",
                 code="invalid_value",
             )
         window_seconds = _window_seconds(completion_window, quirks.windows)
         if window_seconds is None:
-            supported = (
+            windows = (
                 ", ".join(quirks.windows)
                 if quirks.windows is not None
                 else "a duration from 24h to 7d"
@@ -466,7 +473,7 @@ class Emulator:
             raise ApiError(
                 400,
                 f"Invalid value for 'completion_window': {completion_window!r}. "
-                f"Supported values are: {supported}.",
+                f"Supported values are: {windows}.",
                 param="completion_window",
                 code="invalid_value",
             )
@@ -535,7 +542,7 @@ class Emulator:
         deadline: float | None = now + window if quirks.expire_batches else None
         batch = BatchRecord(
             id=self._batch_id(),
-            endpoint=endpoint,
+            endpoint=shown,
             input_file_id=input_file_id,
             completion_window=completion_window,
             metadata=dict(metadata) if metadata is not None else None,
