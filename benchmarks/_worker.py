@@ -183,9 +183,7 @@ class TrioFloor(_Floor[_TrioWaiter]):
 # -- spawning callers the native way -----------------------------------------------------------
 
 
-async def spawn_all(
-    backend: str, n: int, call: Callable[[int], Coroutine[Any, Any, bool]]
-) -> int:
+async def spawn_all(backend: str, n: int, call: Callable[[int], Coroutine[Any, Any, bool]]) -> int:
     """Run ``call(i)`` for i in range(n) concurrently; return how many returned True."""
     if backend == "asyncio":
         tasks = [asyncio.create_task(call(i)) for i in range(n)]
@@ -292,9 +290,7 @@ async def run_overhead(args: argparse.Namespace) -> dict[str, Any]:
 
             async def floor_call(i: int) -> bool:
                 text = text_for(i)
-                body = await floor.create(
-                    model=MODEL, messages=[{"role": "user", "content": text}]
-                )
+                body = await floor.create(model=MODEL, messages=[{"role": "user", "content": text}])
                 return bool(body["choices"][0]["message"]["content"] == text)
 
             ok = await spawn_all(args.backend, n, floor_call)
@@ -384,15 +380,18 @@ async def run_memory(args: argparse.Namespace) -> dict[str, Any]:
         import autobatcher
 
         kinds: list[str] = []
-        async with autobatcher.open_batcher(
-            api_key="bench",
-            base_url=args.base_url,
-            batch_size=args.batch_size,
-            batch_window_seconds=window,
-            poll_interval_seconds=args.poll,
-            max_queued_requests=max(100_000, n),
-            event_hook=lambda event: kinds.append(event.kind),
-        ) as client, anyio.create_task_group() as tg:
+        async with (
+            autobatcher.open_batcher(
+                api_key="bench",
+                base_url=args.base_url,
+                batch_size=args.batch_size,
+                batch_window_seconds=window,
+                poll_interval_seconds=args.poll,
+                max_queued_requests=max(100_000, n),
+                event_hook=lambda event: kinds.append(event.kind),
+            ) as client,
+            anyio.create_task_group() as tg,
+        ):
             gc.collect()
             base = rss_kb()
             started = 0
@@ -418,15 +417,20 @@ def main() -> None:
     parser.add_argument("--base-url", required=True)
     parser.add_argument("--client", choices=("floor", "autobatcher", "tasks"), required=True)
     parser.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
-    parser.add_argument("--mode", choices=("overhead", "mem-window", "mem-flight"),
-                        default="overhead")
+    parser.add_argument(
+        "--mode", choices=("overhead", "mem-window", "mem-flight"), default="overhead"
+    )
     parser.add_argument("--n", type=int, default=10_000)
     parser.add_argument("--batch-size", type=int, default=50_000)
     parser.add_argument("--window", type=float, default=0.05)
     parser.add_argument("--poll", type=float, default=0.05)
     parser.add_argument("--profile", default=None, help="write cProfile stats of the timed part")
-    parser.add_argument("--gc", choices=("on", "off", "freeze"), default="on",
-                        help="diagnosis only: run with the cyclic GC off or frozen")
+    parser.add_argument(
+        "--gc",
+        choices=("on", "off", "freeze"),
+        default="on",
+        help="diagnosis only: run with the cyclic GC off or frozen",
+    )
     args = parser.parse_args()
     if args.gc == "off":
         gc.disable()
