@@ -554,7 +554,9 @@ def settle_all(job: Job, make_error: Callable[[str], BaseException], host: JobHo
 def _counts(batch: Batch | None) -> tuple[object, ...]:
     counts = batch.request_counts if batch is not None else None
     if counts is None:
-        return ()
+        # Together reports a ``progress`` percentage instead
+        progress = batch.to_dict().get("progress") if batch is not None else None
+        return (progress,) if isinstance(progress, int | float) else ()
     if isinstance(counts, dict):
         return (counts.get("total"), counts.get("completed"), counts.get("failed"))
     return (counts.total, counts.completed, counts.failed)

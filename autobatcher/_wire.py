@@ -252,7 +252,7 @@ class Wire:
             query = dict(params)
             if after:
                 query["after"] = after
-            page = await self.call_json("GET", path, params=query, what=what)
+            page = await self.call("GET", path, params=query, parse=_parse_page, what=what)
             data = page.get("data")
             items = (
                 [item for item in data if isinstance(item, dict)] if isinstance(data, list) else []
@@ -497,6 +497,17 @@ def _parse_json_object(response: httpx.Response) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise _unexpected(response, "a JSON object", f"a JSON {type(data).__name__}")
     return data
+
+
+def _parse_page(response: httpx.Response) -> dict[str, Any]:
+    """A list page; a bare JSON array (some servers answer lists so) is one last page."""
+    try:
+        data = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        data = None
+    if isinstance(data, list):
+        return {"data": data, "has_more": False}
+    return _parse_json_object(response)
 
 
 def _has_id(data: Mapping[str, Any]) -> bool:

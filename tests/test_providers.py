@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 
 from autobatcher import (
@@ -35,6 +36,7 @@ from autobatcher._providers import (
     normalise_status,
     normalise_timestamp,
 )
+from autobatcher._wire import Wire
 from autobatcher.testing import Emulator, EmulatorConfig, emulator_client
 from autobatcher.types import ChatCompletion, CreateEmbeddingResponse
 
@@ -477,3 +479,34 @@ async def test_generic_dialect() -> None:
         finalizing = (await http.get(f"/v1/batches/{batch['id']}")).json()
         assert finalizing["status"] == "Finalizing"
         assert finalizing["output_file_id"] is not None  # ids appear at finalizing
+
+
+@pytest.mark.anyio
+async def test_a_list_answered_as_a_bare_array_is_one_page() -> None:
+    # Some servers answer GET /batches with a JSON array: the idempotency look-up still works.
+    listed = [
+        {"id": "b2", "status": "IN_PROGRESS", "created_at": "2026-01-01T00:00:00Z"},
+        {"id": "b1", "status": "COMPLETED", "metadata": {"autobatcher_key": "k1"}},
+    ]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.url.path == "/v1/batches"
+        return httpx.Response(200, json=listed)
+
+    config = BatcherConfig(api_key="k", base_url="https://api.together.xyz/v1")
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        wire = Wire(config, http)
+        found = await wire.find_batch("autobatcher_key", "k1", not_older_than=0)
+    assert found is not None and (found.id, found.status) == ("b1", "completed")
+
+
+@pytest.mark.anyio
+async def test_together_progress_percentages_are_reported_as_progress_events() -> None:
+    recorder = Recorder()
+    async with against("together", {"lines_per_second": 40}, event_hook=recorder) as (_, client):
+        texts = [f"slow {i}" for i in range(8)]
+        results = await gather(*[client.chat.completions.create(**chat(t)) for t in texts])
+    assert [r.choices[0].message.content for r in results] == texts
+    # beyond the status changes: one event per new percentage while in progress
+    running = [e for e in recorder.kinds("batch_progress") if e.status == "in_progress"]
+    assert len(running) >= 3
