@@ -18,15 +18,6 @@ __all__ = ["DEFAULT_BASE_URL", "BatcherConfig"]
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
-#: OpenAI's hard limits for one batch input file (other providers': ``_providers.py``).
-MAX_LINES_UPSTREAM = 50_000
-MAX_BYTES_UPSTREAM = 200 * 1024 * 1024
-MAX_EMBEDDING_INPUTS_UPSTREAM = 50_000
-
-#: Our default byte cap keeps a margin under the upstream 200 MB for the multipart envelope
-#: and for servers that count megabytes in powers of ten.
-DEFAULT_MAX_BATCH_BYTES = 180 * 1000 * 1000
-
 
 def _positive(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
     if isinstance(value, bool) or not value > 0:

@@ -44,7 +44,8 @@ class Provider:
     #: header that carries the key, and what goes before the key in it
     auth_header: str = "Authorization"
     auth_prefix: str = "Bearer "
-    #: limits of one input file, and our defaults under them (a margin for the envelope)
+    #: limits of one input file, and our default byte cap under them: a margin for the
+    #: multipart envelope and for servers that count megabytes in powers of ten
     max_lines: int = 50_000
     max_bytes: int = 200 * _MIB
     default_max_bytes: int = 180 * _MB

@@ -47,7 +47,8 @@ RESERVED_METADATA_KEY = "autobatcher_key"
 _LOOKUP_SLACK = 600.0
 #: longest wait between two looks at an uploaded file that is not processed yet
 _FILE_POLL_SECONDS = 5.0
-_FILE_READY = frozenset({"processed", "uploaded", ""})
+#: ("": a server that shows no status has nothing to wait for)
+_FILE_READY = frozenset({"processed", ""})
 _FILE_BROKEN = frozenset({"error", "failed", "deleted"})
 
 
