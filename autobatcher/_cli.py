@@ -20,8 +20,8 @@ __all__ = ["EMULATOR_DEFAULTS", "build_parser", "main"]
 EMULATOR_DEFAULTS: dict[str, Any] = {
     "api_key": None,
     "flavour": "openai",
-    "max_lines": 50_000,
-    "max_file_bytes": 200 * 1024 * 1024,
+    "max_lines": None,
+    "max_file_bytes": None,
     "validation_seconds": 0.0,
     "lines_per_second": None,
     "finalizing_seconds": 0.0,
@@ -130,10 +130,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add(
         "--flavour",
-        choices=("openai", "doubleword"),
+        choices=("openai", "doubleword", "azure", "together", "groq", "generic"),
         default=None,
         help="API dialect: 'doubleword' answers 201 on create, uses UUID ids, also accepts "
-        "the '1h' window, mixed models and endpoints in a batch, and serves partial results "
+        "the '1h' window, mixed models and endpoints in a batch, and serves partial results; "
+        "'azure' serves /openai/v1 with an 'api-key' header, 100,000 lines and 500 files, "
+        "files 'pending' before 'processed', capitalised statuses, ISO timestamps, no expiry; "
+        "'together' wants purpose 'batch-api', wraps the create answer in 'job', upper-case "
+        "statuses, 'progress' instead of request counts, 100 MB files; 'groq' serves "
+        "/openai/v1 and takes windows from 24h to 7d; 'generic' capitalises statuses, writes "
+        "millisecond timestamps, omits request counts and shows file ids from 'finalizing' "
+        "(each quirk is also an EmulatorConfig field) "
         f"{_default('flavour')}",
     )
     add(
@@ -141,14 +148,16 @@ def build_parser() -> argparse.ArgumentParser:
         type=_number(int, low=1),
         default=None,
         metavar="N",
-        help=f"most requests in one input file {_default('max_lines')}",
+        help="most requests in one input file "
+        + _default("max_lines", none="the flavour's: 50,000; azure 100,000"),
     )
     add(
         "--max-file-bytes",
         type=_number(int, low=1),
         default=None,
         metavar="BYTES",
-        help=f"largest input file, in bytes {_default('max_file_bytes', ' = 200 MiB')}",
+        help="largest input file, in bytes "
+        + _default("max_file_bytes", none="the flavour's: 200 MiB; together 100 MB"),
     )
     add(
         "--validation-seconds",

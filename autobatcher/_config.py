@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import attrs
 import httpx
+
+from ._providers import PROVIDERS, Provider, ProviderName, infer_provider
 
 if TYPE_CHECKING:
     from ._events import BatchEvent
@@ -15,15 +17,6 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_BASE_URL", "BatcherConfig"]
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
-
-#: OpenAI's hard limits for one batch input file.
-MAX_LINES_UPSTREAM = 50_000
-MAX_BYTES_UPSTREAM = 200 * 1024 * 1024
-MAX_EMBEDDING_INPUTS_UPSTREAM = 50_000
-
-#: Our default byte cap keeps a margin under the upstream 200 MB for the multipart envelope
-#: and for servers that count megabytes in powers of ten.
-DEFAULT_MAX_BATCH_BYTES = 180 * 1000 * 1000
 
 
 def _positive(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
@@ -49,6 +42,48 @@ def _int_at_most(limit: int) -> Callable[[object, attrs.Attribute[Any], int], No
             raise ValueError(f"{attribute.name} must be between 1 and {limit}, got {value}")
 
     return check
+
+
+def _optional_int(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{attribute.name} must be an int, got {type(value).__name__}")
+
+
+def _check_at_most(name: str, value: int, limit: int, provider: str) -> None:
+    if not 1 <= value <= limit:
+        raise ValueError(
+            f"{name} must be between 1 and {limit} (provider {provider!r}), got {value}"
+        )
+
+
+# Converters that keep ``None`` for ``__attrs_post_init__`` to fill in with the provider's
+# default; typed so that the constructor takes ``X | None`` while the field reads as ``X``.
+
+
+def _provider_later(value: ProviderName | None) -> ProviderName:
+    return cast("ProviderName", value)
+
+
+def _float_later(value: float | None) -> float:
+    return cast(float, value)
+
+
+def _int_later(value: int | None) -> int:
+    return cast(int, value)
+
+
+def _str_later(value: str | None) -> str:
+    return cast(str, value)
+
+
+def _provider(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and value not in PROVIDERS:
+        raise ValueError(
+            f"provider must be one of {', '.join(map(repr, PROVIDERS))} (or None to infer it "
+            f"from base_url), got {value!r}"
+        )
 
 
 def _metadata(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -107,20 +142,24 @@ class BatcherConfig:
     timeout: httpx.Timeout = attrs.field(default=None, converter=_timeout)
     max_retries: int = attrs.field(default=2, validator=_non_negative)
 
-    batch_size: int = attrs.field(default=100, validator=_int_at_most(MAX_LINES_UPSTREAM))
+    #: which Batch API dialect (``None``: inferred from ``base_url``; see ``_providers.py``).
+    #: Options below left at ``None`` take this provider's defaults and limits.
+    provider: ProviderName = attrs.field(
+        default=None, converter=_provider_later, validator=_provider
+    )
+    batch_size: int = attrs.field(
+        default=100, validator=_int_at_most(max(p.max_lines for p in PROVIDERS.values()))
+    )
     batch_window_seconds: float = attrs.field(default=1.0, validator=_non_negative)
-    poll_interval_seconds: float = attrs.field(default=5.0, validator=_positive)
-    completion_window: str = "24h"
+    poll_interval_seconds: float = attrs.field(
+        default=None, converter=_float_later, validator=_optional_positive
+    )
+    completion_window: str = attrs.field(default=None, converter=_str_later)
     batch_metadata: Mapping[str, str] | None = attrs.field(default=None, validator=_metadata)
-    max_batch_bytes: int = attrs.field(
-        default=DEFAULT_MAX_BATCH_BYTES, validator=_int_at_most(MAX_BYTES_UPSTREAM)
-    )
-    max_batch_lines: int = attrs.field(
-        default=MAX_LINES_UPSTREAM, validator=_int_at_most(MAX_LINES_UPSTREAM)
-    )
+    max_batch_bytes: int = attrs.field(default=None, converter=_int_later, validator=_optional_int)
+    max_batch_lines: int = attrs.field(default=None, converter=_int_later, validator=_optional_int)
     max_embedding_inputs: int = attrs.field(
-        default=MAX_EMBEDDING_INPUTS_UPSTREAM,
-        validator=_int_at_most(MAX_EMBEDDING_INPUTS_UPSTREAM),
+        default=None, converter=_int_later, validator=_optional_int
     )
     max_batches_in_flight: int | None = attrs.field(default=None, validator=_optional_positive)
     max_queued_requests: int = attrs.field(default=100_000, validator=_positive)
@@ -135,7 +174,26 @@ class BatcherConfig:
     def __attrs_post_init__(self) -> None:
         if self.api_key is None:
             object.__setattr__(self, "api_key", os.environ.get("OPENAI_API_KEY"))
+        if self.provider is None:
+            object.__setattr__(self, "provider", infer_provider(self.base_url))
+        spec = self.capabilities
+        name = spec.name
+        for option, default in spec.option_defaults().items():
+            if getattr(self, option) is None:
+                object.__setattr__(self, option, default)
+        _check_at_most("batch_size", self.batch_size, spec.max_lines, name)
+        _check_at_most("max_batch_lines", self.max_batch_lines, spec.max_lines, name)
+        _check_at_most("max_batch_bytes", self.max_batch_bytes, spec.max_bytes, name)
+        _check_at_most(
+            "max_embedding_inputs", self.max_embedding_inputs, spec.max_embedding_inputs, name
+        )
         if not isinstance(self.completion_window, str) or not self.completion_window:
             raise ValueError("completion_window must be a non-empty string such as '24h'")
+        spec.check_window(self.completion_window)
         if self.event_hook is not None and not callable(self.event_hook):
             raise TypeError("event_hook must be callable")
+
+    @property
+    def capabilities(self) -> Provider:
+        """The capability record of :attr:`provider`."""
+        return PROVIDERS[self.provider]

@@ -17,12 +17,7 @@ import anyio.abc
 import httpx
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from ._config import (
-    DEFAULT_MAX_BATCH_BYTES,
-    MAX_EMBEDDING_INPUTS_UPSTREAM,
-    MAX_LINES_UPSTREAM,
-    BatcherConfig,
-)
+from ._config import BatcherConfig
 from ._engine import Engine
 from ._errors import (
     APITimeoutError,
@@ -36,6 +31,7 @@ from ._events import BatchEvent, EventHub
 from ._job import Slot
 from ._journal import Journal, JournalMeta, Store, key_fingerprint, open_store
 from ._jsonl import assemble_line, encode_canonical_body, encode_line
+from ._providers import ProviderName
 from ._resources import (
     Chat,
     Completions,
@@ -97,14 +93,15 @@ class BatchOpenAI:
         default_headers: Mapping[str, str] | None = None,
         default_query: Mapping[str, object] | None = None,
         http_client: httpx.AsyncClient | None = None,
+        provider: ProviderName | None = None,
         batch_size: int = 100,
         batch_window_seconds: float = 1.0,
-        poll_interval_seconds: float = 5.0,
-        completion_window: str = "24h",
+        poll_interval_seconds: float | None = None,
+        completion_window: str | None = None,
         batch_metadata: Mapping[str, str] | None = None,
-        max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
-        max_batch_lines: int = MAX_LINES_UPSTREAM,
-        max_embedding_inputs: int = MAX_EMBEDDING_INPUTS_UPSTREAM,
+        max_batch_bytes: int | None = None,
+        max_batch_lines: int | None = None,
+        max_embedding_inputs: int | None = None,
         max_batches_in_flight: int | None = None,
         max_queued_requests: int = 100_000,
         job_error_budget_seconds: float = 600.0,
@@ -138,6 +135,7 @@ class BatchOpenAI:
             max_retries=max_retries,
             default_headers={} if default_headers is None else default_headers,
             default_query={} if default_query is None else default_query,
+            provider=provider,
             batch_size=batch_size,
             batch_window_seconds=batch_window_seconds,
             poll_interval_seconds=poll_interval_seconds,
@@ -246,6 +244,7 @@ class BatchOpenAI:
         set_default_headers: Mapping[str, str] | None = None,
         default_query: Mapping[str, object] | None = None,
         set_default_query: Mapping[str, object] | None = None,
+        provider: ProviderName | None = None,
         batch_size: int | Omit = omit,
         batch_window_seconds: float | Omit = omit,
         poll_interval_seconds: float | Omit = omit,
@@ -314,8 +313,15 @@ class BatchOpenAI:
             "fetch_partial_results": fetch_partial_results,
             "event_hook": event_hook,
         }
-        options = {
-            name: getattr(config, name) if value is omit else value
+        # Another provider (named, or implied by another base_url) brings its own defaults
+        # and limits: options this client took from its provider are not carried over.
+        new_provider: ProviderName | None = provider
+        if provider is None and base_url is None:
+            new_provider = config.provider
+        # (None: inferred from the new base_url)
+        provided = _provider_defaults(config) if new_provider != config.provider else set()
+        options: dict[str, Any] = {
+            name: (None if name in provided else getattr(config, name)) if value is omit else value
             for name, value in overrides.items()
         }
         return type(self)(
@@ -328,6 +334,7 @@ class BatchOpenAI:
             default_headers=headers,
             default_query=query,
             http_client=http_client or self._http_client,
+            provider=new_provider,
             **options,
         )
 
@@ -653,6 +660,12 @@ def _options_of(
         return func
 
     return adopt
+
+
+def _provider_defaults(config: BatcherConfig) -> set[str]:
+    """The options of ``config`` that hold its provider's default (taken from it, presumably)."""
+    defaults = config.capabilities.option_defaults()
+    return {name for name, value in defaults.items() if getattr(config, name) == value}
 
 
 if TYPE_CHECKING:

@@ -49,6 +49,11 @@ _LOOKUP_SLACK = 600.0
 #: with a journal, results are committed in transactions of about this many bytes (or lines)
 _COMMIT_BYTES = 1 << 20
 _COMMIT_LINES = 5000
+#: longest wait between two looks at an uploaded file that is not processed yet
+_FILE_POLL_SECONDS = 5.0
+#: ("": a server that shows no status has nothing to wait for)
+_FILE_READY = frozenset({"processed", ""})
+_FILE_BROKEN = frozenset({"error", "failed", "deleted"})
 
 
 class Stop(Exception):
@@ -237,14 +242,23 @@ class JobRunner:
     async def _create(self, job: Job) -> None:
         record = job.record
         config = self._config
+        provider = self._wire.provider
+        if provider.wait_file_processed and not record.create_unsure:
+            await self._await_processed(job)
         metadata = dict(config.batch_metadata or {})
         metadata[RESERVED_METADATA_KEY] = record.key
-        body = {
+        body: dict[str, object] = {
             "input_file_id": record.file_id,
-            "endpoint": record.endpoint,
+            "endpoint": provider.batch_endpoint(record.endpoint),
             "completion_window": config.completion_window,
             "metadata": metadata,
         }
+        if provider.file_expiry_seconds is not None:
+            # Output and error files count against the provider's file cap too.
+            body["output_expires_after"] = {
+                "anchor": "created_at",
+                "seconds": provider.file_expiry_seconds,
+            }
 
         async def find_batch() -> Batch | None:
             return await self.find_batch(job)
@@ -277,6 +291,46 @@ class JobRunner:
             await self._journal.save_job(record)  # the batch id
         self._event("batch_submitted", job)
         self._checkpoint()
+
+    async def _await_processed(self, job: Job) -> None:
+        """Wait until the uploaded file is ``processed`` (Azure: a batch cannot use it before).
+
+        A file the server could not process fails the job's requests with its reason.
+        """
+        record = job.record
+        assert record.file_id is not None
+        interval = min(self._config.poll_interval_seconds, _FILE_POLL_SECONDS)
+        while True:
+            uploaded = await self._wire.retrieve_file(record.file_id)
+            status = (uploaded.status or "").lower()
+            if status in _FILE_READY:
+                return
+            if status in _FILE_BROKEN:
+                await self._discard_file(job)
+                raise BatchFailedError(
+                    f"the server could not process the uploaded batch file {record.file_id} "
+                    f"(status {uploaded.status!r}): {uploaded.status_details or 'no reason given'}",
+                    errors=[],
+                    code="file_not_processed",
+                )
+            await self._idle(job, anyio.current_time() + interval)
+
+    async def _delete_consumed_files(self, job: Job, batch: Batch | None) -> None:
+        """Delete the job's input, output and error files (providers that cap file counts).
+
+        Best effort: a file that cannot be deleted is logged, and expires on its own where we
+        uploaded it with an expiry.
+        """
+        if not self._wire.provider.delete_consumed_files:
+            return
+        ids = [job.record.file_id]
+        if batch is not None:
+            ids += [batch.output_file_id, batch.error_file_id]
+        for file_id in dict.fromkeys(i for i in ids if i):
+            try:
+                await self._wire.delete_file(file_id)
+            except APIError as exc:
+                logger.info("could not delete consumed file %s: %s", file_id, exc)
 
     async def _discard_file(self, job: Job) -> None:
         if job.record.file_id is None:
@@ -325,7 +379,12 @@ class JobRunner:
             if job.abandoned and not job.slots:
                 await self._cancel_abandoned(job)
                 return
-            if batch is not None and config.fetch_partial_results and status != "validating":
+            if (
+                batch is not None
+                and config.fetch_partial_results
+                and self._wire.provider.partial_results
+                and status != "validating"
+            ):
                 await self._read_partial(job, batch)
                 if job.abandoned and not job.slots:
                     continue
@@ -452,6 +511,7 @@ class JobRunner:
         if status == "failed":
             self._fail_batch(job, batch)
             self._event("batch_failed", job)
+            await self._delete_consumed_files(job, batch)
             self._finish(job)
             return
         server_offset = record.partial
@@ -501,6 +561,7 @@ class JobRunner:
             kind = "batch_completed"
         self._settle_all(job, make_error)
         self._event(kind, job)
+        await self._delete_consumed_files(job, batch)
         self._finish(job)
 
     def _fail_batch(self, job: Job, batch: Batch) -> None:
@@ -594,7 +655,9 @@ def settle_all(job: Job, make_error: Callable[[str], BaseException], host: JobHo
 def _counts(batch: Batch | None) -> tuple[object, ...]:
     counts = batch.request_counts if batch is not None else None
     if counts is None:
-        return ()
+        # Together reports a ``progress`` percentage instead
+        progress = batch.to_dict().get("progress") if batch is not None else None
+        return (progress,) if isinstance(progress, int | float) else ()
     if isinstance(counts, dict):
         return (counts.get("total"), counts.get("completed"), counts.get("failed"))
     return (counts.total, counts.completed, counts.failed)

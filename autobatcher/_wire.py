@@ -31,6 +31,7 @@ from ._errors import (
 )
 from ._events import BatchEvent, EventHub
 from ._jsonl import LineSplitter
+from ._providers import normalise_batch
 from ._retry import RetryPolicy
 from ._version import __version__
 from .types import Batch, FileObject
@@ -114,8 +115,10 @@ class Wire:
             "Accept": "application/json",
             "User-Agent": f"autobatcher/{__version__}",
         }
+        provider = config.capabilities
+        self.provider = provider
         if config.api_key:
-            headers["Authorization"] = f"Bearer {config.api_key}"
+            headers[provider.auth_header] = f"{provider.auth_prefix}{config.api_key}"
         if config.organization:
             headers["OpenAI-Organization"] = config.organization
         if config.project:
@@ -240,7 +243,7 @@ class Wire:
         return await self.call(
             "POST",
             "batches",
-            parse=_parse_batch,
+            parse=self._parse_batch,
             json_body=body,
             reconcile=reconcile,
             what="create batch",
@@ -248,14 +251,14 @@ class Wire:
 
     async def retrieve_batch(self, batch_id: str) -> Batch:
         return await self.call(
-            "GET", f"batches/{batch_id}", parse=_parse_batch, what="retrieve batch"
+            "GET", f"batches/{batch_id}", parse=self._parse_batch, what="retrieve batch"
         )
 
     async def cancel_batch(self, batch_id: str, *, max_retries: int | None = None) -> Batch:
         return await self.call(
             "POST",
             f"batches/{batch_id}/cancel",
-            parse=_parse_batch,
+            parse=self._parse_batch,
             what="cancel batch",
             max_retries=max_retries,
         )
@@ -274,7 +277,7 @@ class Wire:
             query = dict(params)
             if after:
                 query["after"] = after
-            page = await self.call_json("GET", path, params=query, what=what)
+            page = await self.call("GET", path, params=query, parse=_parse_page, what=what)
             data = page.get("data")
             items = (
                 [item for item in data if isinstance(item, dict)] if isinstance(data, list) else []
@@ -297,6 +300,7 @@ class Wire:
         async for items in self.pages(
             "batches", {"limit": 100}, what="list batches", max_pages=max_pages
         ):
+            items = [normalise_batch(item, self.provider) for item in items]
             for item in items:
                 metadata = item.get("metadata")
                 if isinstance(metadata, dict) and metadata.get(metadata_key) == value:
@@ -306,7 +310,14 @@ class Wire:
                 return None
         return None
 
-    # -- files --------------------------------------------------------------------------------
+    def _parse_batch(self, response: httpx.Response) -> Batch:
+        data = normalise_batch(_parse_json_object(response), self.provider)
+        if not _has_id(data):
+            raise _unexpected(
+                response, "a Batch object with an id", f"a JSON object with keys {sorted(data)[:8]}"
+            )
+        return _batch_from(data)
+
     # -- files --------------------------------------------------------------------------------
 
     async def upload_batch_file(
@@ -317,16 +328,24 @@ class Wire:
         *,
         reconcile: Callable[[], Awaitable[FileObject | None]] | None = None,
     ) -> FileObject:
-        """Upload ``lines`` as one JSONL file with purpose ``batch``, streamed from memory.
+        """Upload ``lines`` as one JSONL file (the provider's batch purpose), streamed.
 
         The multipart body is produced chunk by chunk from the already-encoded lines, so a
-        200 MB file is never joined in one piece and the event loop never stalls on it.
+        200 MB file is never joined in one piece and the event loop never stalls on it. Where
+        the provider caps the number of files, the file is uploaded with an expiry.
         """
         boundary = f"autobatcher-{random.getrandbits(96):024x}"
+        fields = {"purpose": self.provider.upload_purpose}
+        expiry = self.provider.file_expiry_seconds
+        if expiry is not None:
+            fields["expires_after[anchor]"] = "created_at"
+            fields["expires_after[seconds]"] = str(expiry)
         head = (
-            f"--{boundary}\r\n"
-            'Content-Disposition: form-data; name="purpose"\r\n\r\n'
-            f"batch\r\n--{boundary}\r\n"
+            "".join(
+                f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
+                for name, value in fields.items()
+            )
+            + f"--{boundary}\r\n"
             f'Content-Disposition: form-data; name="file"; filename="{filename}"\r\n'
             "Content-Type: application/jsonl\r\n\r\n"
         ).encode()
@@ -368,7 +387,7 @@ class Wire:
         """Look for an uploaded batch file by name and size among the newest files."""
         async for items in self.pages(
             "files",
-            {"purpose": "batch", "limit": 100, "order": "desc"},
+            {"purpose": self.provider.upload_purpose, "limit": 100, "order": "desc"},
             what="list files",
             max_pages=max_pages,
         ):
@@ -376,6 +395,9 @@ class Wire:
                 if item.get("filename") == filename and item.get("bytes") in (nbytes, None):
                     return _file_from(item)
         return None
+
+    async def retrieve_file(self, file_id: str) -> FileObject:
+        return await self.call("GET", f"files/{file_id}", parse=_parse_file, what="retrieve file")
 
     async def delete_file(self, file_id: str) -> None:
         await self.call_json("DELETE", f"files/{file_id}", what="delete file")
@@ -515,6 +537,17 @@ def _parse_json_object(response: httpx.Response) -> dict[str, Any]:
     return data
 
 
+def _parse_page(response: httpx.Response) -> dict[str, Any]:
+    """A list page; a bare JSON array (some servers answer lists so) is one last page."""
+    try:
+        data = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        data = None
+    if isinstance(data, list):
+        return {"data": data, "has_more": False}
+    return _parse_json_object(response)
+
+
 def _has_id(data: Mapping[str, Any]) -> bool:
     value = data.get("id")
     return isinstance(value, str) and bool(value)
@@ -526,15 +559,6 @@ def _batch_from(data: dict[str, Any]) -> Batch:
 
 def _file_from(data: dict[str, Any]) -> FileObject:
     return FileObject.from_dict(data)
-
-
-def _parse_batch(response: httpx.Response) -> Batch:
-    data = _parse_json_object(response)
-    if not _has_id(data):
-        raise _unexpected(
-            response, "a Batch object with an id", f"a JSON object with keys {sorted(data)[:8]}"
-        )
-    return _batch_from(data)
 
 
 def _parse_file(response: httpx.Response) -> FileObject:

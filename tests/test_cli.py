@@ -16,6 +16,7 @@ import pytest
 
 from autobatcher import __version__, _cli
 from autobatcher.testing import EmulatorConfig
+from autobatcher.testing._config import QUIRK_FIELDS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -89,7 +90,7 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
         (["emulate", "--port", "-1"], "argument --port: must be between 0 and 65535"),
         (["emulate", "--max-lines", "0"], "argument --max-lines: must be >= 1, got 0"),
         (["emulate", "--models", "a,,b"], "argument --models: expected comma-separated names"),
-        (["emulate", "--flavour", "azure"], "argument --flavour: invalid choice: 'azure'"),
+        (["emulate", "--flavour", "mistral"], "argument --flavour: invalid choice: 'mistral'"),
         ([], "the following arguments are required: COMMAND"),
     ],
 )
@@ -167,6 +168,8 @@ def test_help_defaults_are_the_emulators() -> None:
         "error_statuses",
         "retry_after_on_errors",
         "drop_after_processing",
+        # each flavour's quirks, switchable one by one in code (the limits are options)
+        *(set(QUIRK_FIELDS) - {"max_lines", "max_file_bytes"}),
     }
     assert set(fields) - set(_cli.EMULATOR_DEFAULTS) == not_on_the_command_line
 

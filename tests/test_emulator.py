@@ -878,5 +878,5 @@ async def test_configure_is_validated() -> None:
     with pytest.raises(ValueError, match="error_rate"):
         emulator.configure(error_rate=2.0)
     with pytest.raises(ValueError, match="flavour"):
-        emulator.configure(flavour="azure")
+        emulator.configure(flavour="mistral")
     assert emulator.configure(lines_per_second=5).lines_per_second == 5

@@ -89,7 +89,9 @@ async def test_a_wrong_base_url_fails_fast_and_says_what_could_not_be_reached(
     retries = [e for e in events if e.kind == "retry"]
     assert len(retries) == 2
     assert not [r for r in caplog.records if "trying again for up to" in r.getMessage()]
-    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    warnings = [
+        r for r in caplog.records if r.levelno >= logging.WARNING and r.name == "autobatcher"
+    ]
     assert len(warnings) == 1  # one batch, one line
     assert warnings[0].exc_info is None
 
@@ -109,7 +111,7 @@ async def test_a_wrong_api_key_is_one_log_line_per_batch_without_tracebacks(
         results = await _ask(client, 200)
     assert all(isinstance(r, AuthenticationError) for r in results)
     assert len({id(r) for r in results}) == 200  # each caller its own error object
-    noisy = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    noisy = [r for r in caplog.records if r.levelno >= logging.WARNING and r.name == "autobatcher"]
     assert len(noisy) == 4  # 200 requests in batches of 50
     assert all(r.exc_info is None for r in noisy)
     assert all("401" in r.getMessage() for r in noisy)

@@ -28,6 +28,13 @@ def seed_readme_constructor() -> BatchOpenAI:
     )
 
 
+def providers() -> None:
+    BatchOpenAI(api_key="k", provider="azure", max_batch_lines=None)
+    open_batcher(api_key="k", provider="groq", completion_window="7d")
+    BatchOpenAI(api_key="k", provider="mistral")  # type: ignore[arg-type]
+    open_batcher(api_key="k", provider="anthropic")  # type: ignore[arg-type]
+
+
 def misspelled_options() -> None:
     BatchOpenAI(api_key="k", batch_sise=3)  # type: ignore[call-arg]
     BatchOpenAI(api_key="k", batch_size="3")  # type: ignore[arg-type]

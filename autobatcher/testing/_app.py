@@ -85,6 +85,17 @@ class _Gateway:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope.get("path", "")
+        prefix = self._emulator.quirks.path_prefix
+        if prefix and scope["type"] == "http":
+            # The API lives under the prefix (Azure's and Groq's /openai/v1); the bare /v1
+            # paths are not there, as upstream.
+            if path.startswith(prefix + "/v1"):
+                path = path[len(prefix) :]
+                scope = {**scope, "path": path, "raw_path": path.encode()}
+            elif path == "/v1" or path.startswith("/v1/"):
+                await _drain(receive)
+                await _send_json(send, 404, error_body(404, "Resource not found."))
+                return
         if scope["type"] != "http" or not (path == "/v1" or path.startswith("/v1/")):
             await self._app(scope, receive, send)
             return
@@ -142,12 +153,15 @@ class _Gateway:
     async def _authorized(self, scope: Scope, receive: Receive, send: Send) -> None:
         key = self._emulator.config.api_key
         if key is not None:
+            header = self._emulator.quirks.auth_header
+            expected = key.encode() if header == "api-key" else b"Bearer " + key.encode()
+            wanted = header.encode()
             given = b""
             for name, value in scope.get("headers", ()):
-                if name == b"authorization":
+                if name == wanted:
                     given = value
                     break
-            if not hmac.compare_digest(given, b"Bearer " + key.encode()):
+            if not hmac.compare_digest(given, expected):
                 await _drain(receive)
                 await _send_json(
                     send,
@@ -192,6 +206,26 @@ async def _json_body(request: Request) -> Any:
         ) from None
 
 
+def _form_expiry(anchor: object, seconds: object) -> float | None:
+    """The ``expires_after[anchor]`` / ``expires_after[seconds]`` form fields of an upload."""
+    from ._emulator import ApiError
+
+    if anchor is None and seconds is None:
+        return None
+    try:
+        value = float(seconds) if isinstance(seconds, str) else None
+    except ValueError:
+        value = None
+    if anchor != "created_at" or value is None or value <= 0:
+        raise ApiError(
+            400,
+            "Invalid 'expires_after': expected anchor 'created_at' and a positive number of "
+            "seconds.",
+            param="expires_after",
+        )
+    return value
+
+
 def build_app(emulator: Emulator) -> ASGIApp:
     """The emulator's ASGI application."""
     from ._emulator import ApiError
@@ -209,8 +243,11 @@ def build_app(emulator: Emulator) -> ASGIApp:
                 raise ApiError(400, "Missing required parameter: 'purpose'.", param="purpose")
             content = await upload.read()
             filename = upload.filename or "upload.jsonl"
-        record = emulator.upload(filename, purpose, content)
-        return JSONResponse(record.to_dict(), status_code=created())
+            expires_after = _form_expiry(
+                form.get("expires_after[anchor]"), form.get("expires_after[seconds]")
+            )
+        record = emulator.upload(filename, purpose, content, expires_after_seconds=expires_after)
+        return JSONResponse(emulator.file_dict(record), status_code=created())
 
     async def list_files(request: Request) -> Response:
         order = request.query_params.get("order", "desc")
@@ -223,11 +260,11 @@ def build_app(emulator: Emulator) -> ASGIApp:
             limit=limit or 10_000,
             order=order,
         )
-        page["data"] = [f.to_dict() for f in page["data"]]
+        page["data"] = [emulator.file_dict(f) for f in page["data"]]
         return JSONResponse(page)
 
     async def get_file(request: Request) -> Response:
-        return JSONResponse(emulator.get_file(request.path_params["file_id"]).to_dict())
+        return JSONResponse(emulator.file_dict(emulator.get_file(request.path_params["file_id"])))
 
     async def delete_file(request: Request) -> Response:
         return JSONResponse(emulator.delete_file(request.path_params["file_id"]))
@@ -276,8 +313,13 @@ def build_app(emulator: Emulator) -> ASGIApp:
             endpoint=body.get("endpoint"),
             completion_window=body.get("completion_window"),
             metadata=body.get("metadata"),
+            output_expires_after=body.get("output_expires_after"),
         )
-        return JSONResponse(emulator.batch_dict(batch), status_code=created())
+        answer = emulator.batch_dict(batch)
+        if emulator.quirks.wrap_created_batch:
+            # Together: the create answer wraps the job (retrieve answers it bare)
+            answer = {"job": answer, "warning": None}
+        return JSONResponse(answer, status_code=created())
 
     async def list_batches(request: Request) -> Response:
         limit = _int_param(request, "limit", 20, low=1)
@@ -312,7 +354,7 @@ def build_app(emulator: Emulator) -> ASGIApp:
         changes = await _json_body(request)
         if not isinstance(changes, dict) or "clock" in changes:
             raise ApiError(400, "Expected a JSON object of configuration changes (not 'clock').")
-        for name in ("error_statuses", "fault_paths", "known_models"):
+        for name in ("error_statuses", "fault_paths", "known_models", "windows"):
             if isinstance(changes.get(name), list):
                 changes[name] = tuple(changes[name])
         try:

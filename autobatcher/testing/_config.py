@@ -7,9 +7,93 @@ from typing import Any, Literal
 
 import attrs
 
-__all__ = ["EmulatorConfig", "EmulatorStats"]
+__all__ = ["FLAVOURS", "EmulatorConfig", "EmulatorStats", "Quirks"]
 
-Flavour = Literal["openai", "doubleword"]
+Flavour = Literal["openai", "doubleword", "azure", "together", "groq", "generic"]
+FLAVOURS: tuple[Flavour, ...] = ("openai", "doubleword", "azure", "together", "groq", "generic")
+StatusCase = Literal["lower", "capitalized", "upper"]
+TimestampFormat = Literal["seconds", "milliseconds", "iso"]
+FileIdsAt = Literal["created", "finalizing", "terminal"]
+AuthHeader = Literal["authorization", "api-key"]
+
+
+@attrs.frozen(kw_only=True)
+class Quirks:
+    """How one flavour departs from OpenAI's Batch API (the resolved view of the quirk fields
+    of :class:`EmulatorConfig`: each is the flavour's unless set there)."""
+
+    #: limits of one input file
+    max_lines: int = 50_000
+    max_file_bytes: int = 200 * 1024 * 1024
+    #: the API lives under this prefix (``/openai/v1/...``); calls without it are 404
+    path_prefix: str = ""
+    #: the header that carries the key: ``Authorization: Bearer KEY`` or ``api-key: KEY``
+    auth_header: AuthHeader = "authorization"
+    #: how statuses are spelled (``in_progress``, ``In_progress``, ``IN_PROGRESS``)
+    status_case: StatusCase = "lower"
+    #: how batch timestamps are written: Unix seconds, milliseconds, or ISO 8601 text
+    timestamp_format: TimestampFormat = "seconds"
+    #: whether batch objects carry ``request_counts``
+    request_counts: bool = True
+    #: whether batch objects carry ``progress`` (a percentage, as Together's)
+    progress_percent: bool = False
+    #: a create answers ``{"job": batch, "warning": null}`` instead of the batch
+    wrap_created_batch: bool = False
+    #: the purpose an input file must have been uploaded with
+    upload_purpose: str = "batch"
+    #: a new file is ``pending`` this long before ``processed``; a batch refuses it before
+    file_processing_seconds: float = 0.0
+    #: files (input and output) the server holds at once; an upload beyond is refused
+    max_files: int | None = None
+    #: the same cap for files uploaded / created with an expiry
+    max_expiring_files: int | None = None
+    #: a batch past its window expires (False: it keeps running, as on Azure)
+    expire_batches: bool = True
+    #: when a batch's output and error file ids appear (``created``: partial results)
+    file_ids_at: FileIdsAt = "terminal"
+    #: accepted completion windows; ``None``: any duration from 24 h to 7 d (Groq)
+    windows: tuple[str, ...] | None = ("24h",)
+    #: one model and one endpoint per batch
+    single_model: bool = True
+    #: a batch names its endpoint without the version (``/chat/completions``; Azure)
+    endpoint_without_version: bool = False
+
+
+_AZURE_FILE_CAP = 500  # Azure: files per resource without expiry
+_FLAVOUR_QUIRKS: dict[str, Quirks] = {
+    "openai": Quirks(),
+    "doubleword": Quirks(windows=("24h", "1h"), file_ids_at="created", single_model=False),
+    "azure": Quirks(
+        max_lines=100_000,
+        path_prefix="/openai",
+        auth_header="api-key",
+        status_case="capitalized",
+        timestamp_format="iso",
+        file_processing_seconds=0.05,
+        max_files=_AZURE_FILE_CAP,
+        max_expiring_files=10_000,
+        expire_batches=False,
+        endpoint_without_version=True,
+    ),
+    "together": Quirks(
+        max_file_bytes=100 * 1000 * 1000,
+        status_case="upper",
+        timestamp_format="iso",
+        request_counts=False,
+        progress_percent=True,
+        wrap_created_batch=True,
+        upload_purpose="batch-api",
+    ),
+    "groq": Quirks(path_prefix="/openai", windows=None),
+    "generic": Quirks(
+        status_case="capitalized",
+        timestamp_format="milliseconds",
+        request_counts=False,
+        file_ids_at="finalizing",
+    ),
+}
+#: the quirk fields of EmulatorConfig (``None`` there: the flavour's)
+QUIRK_FIELDS: tuple[str, ...] = tuple(field.name for field in attrs.fields(Quirks))
 
 
 def _non_negative(_inst: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
@@ -28,8 +112,27 @@ def _fraction(_inst: object, attribute: attrs.Attribute[Any], value: float) -> N
 
 
 def _flavour(_inst: object, _attribute: attrs.Attribute[Any], value: str) -> None:
-    if value not in ("openai", "doubleword"):
-        raise ValueError(f"flavour must be 'openai' or 'doubleword', got {value!r}")
+    if value not in FLAVOURS:
+        raise ValueError(f"flavour must be one of {', '.join(FLAVOURS)}, got {value!r}")
+
+
+def _one_of(*options: object) -> Any:
+    def check(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        if value is not None and value not in options:
+            raise ValueError(
+                f"{attribute.name} must be one of {', '.join(map(repr, options))}, got {value!r}"
+            )
+
+    return check
+
+
+def _prefix(_inst: object, attribute: attrs.Attribute[Any], value: str | None) -> None:
+    if value and (not value.startswith("/") or value.endswith("/")):
+        raise ValueError(f"{attribute.name} must look like '/openai', got {value!r}")
+
+
+def _windows(value: Any) -> tuple[str, ...] | None:
+    return _names(value)
 
 
 def _statuses(_inst: object, _attribute: attrs.Attribute[Any], value: tuple[int, ...]) -> None:
@@ -90,8 +193,8 @@ class EmulatorConfig:
 
     api_key: str | None = None
     flavour: Flavour = attrs.field(default="openai", validator=_flavour)
-    max_lines: int = attrs.field(default=50_000, validator=_positive)
-    max_file_bytes: int = attrs.field(default=200 * 1024 * 1024, validator=_positive)
+    max_lines: int | None = attrs.field(default=None, validator=_positive)
+    max_file_bytes: int | None = attrs.field(default=None, validator=_positive)
     validation_seconds: float = attrs.field(default=0.0, validator=_non_negative)
     lines_per_second: float | None = attrs.field(default=None, validator=_positive)
     finalizing_seconds: float = attrs.field(default=0.0, validator=_non_negative)
@@ -115,6 +218,47 @@ class EmulatorConfig:
     known_models: tuple[str, ...] | None = attrs.field(
         default=None, converter=_names, validator=_non_empty_strings
     )
+    # -- quirks: None takes the flavour's (see ``Quirks``); set one to switch it alone ------
+    path_prefix: str | None = attrs.field(default=None, validator=_prefix)
+    auth_header: AuthHeader | None = attrs.field(
+        default=None, validator=_one_of("authorization", "api-key")
+    )
+    status_case: StatusCase | None = attrs.field(
+        default=None, validator=_one_of("lower", "capitalized", "upper")
+    )
+    timestamp_format: TimestampFormat | None = attrs.field(
+        default=None, validator=_one_of("seconds", "milliseconds", "iso")
+    )
+    request_counts: bool | None = None
+    progress_percent: bool | None = None
+    wrap_created_batch: bool | None = None
+    upload_purpose: str | None = None
+    file_processing_seconds: float | None = attrs.field(default=None, validator=_non_negative)
+    max_files: int | None = attrs.field(default=None, validator=_positive)
+    max_expiring_files: int | None = attrs.field(default=None, validator=_positive)
+    expire_batches: bool | None = None
+    file_ids_at: FileIdsAt | None = attrs.field(
+        default=None, validator=_one_of("created", "finalizing", "terminal")
+    )
+    windows: tuple[str, ...] | None = attrs.field(
+        default=None, converter=_windows, validator=_non_empty_strings
+    )
+    single_model: bool | None = None
+    endpoint_without_version: bool | None = None
+
+    @property
+    def quirks(self) -> Quirks:
+        """The flavour's quirks, with every quirk field set here overriding it."""
+        base = _FLAVOUR_QUIRKS[self.flavour]
+        changes = {
+            name: getattr(self, name) for name in QUIRK_FIELDS if getattr(self, name) is not None
+        }
+        return attrs.evolve(base, **changes) if changes else base
+
+    @property
+    def api_root(self) -> str:
+        """Where the API lives on the server: ``/v1``, or ``/openai/v1`` (Azure, Groq)."""
+        return self.quirks.path_prefix + "/v1"
 
 
 @attrs.frozen(kw_only=True)

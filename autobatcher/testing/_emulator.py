@@ -9,6 +9,7 @@ while is exactly where it would have been.
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import random
@@ -21,7 +22,7 @@ import anyio
 import attrs
 import sniffio
 
-from ._config import EmulatorConfig, EmulatorStats
+from ._config import EmulatorConfig, EmulatorStats, Quirks
 from ._model import DROP, ENDPOINTS, INVALID, LINE_ERROR, error_body, execute
 
 if TYPE_CHECKING:
@@ -31,8 +32,9 @@ if TYPE_CHECKING:
 __all__ = ["ApiError", "BatchRecord", "Emulator", "FileRecord"]
 
 _ACTIVE = frozenset({"validating", "in_progress", "finalizing", "cancelling"})
-_WINDOWS = {"openai": ("24h",), "doubleword": ("24h", "1h")}
-_WINDOW_SECONDS = {"24h": 86_400, "1h": 3_600}
+#: Groq: windows from 24 h to 7 d, written as a number and a unit
+_WINDOW_RANGE = (86_400.0, 7 * 86_400.0)
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3_600, "d": 86_400}
 _MAX_REPORTED_ERRORS = 100
 _dumps = json.dumps
 _loads = json.loads
@@ -70,6 +72,10 @@ class FileRecord:
     content: bytes | None = None
     lines: list[bytes] | None = None
     batch_id: str | None = None
+    #: clock time at which the file is processed (usable by a batch)
+    processed_at: float = 0.0
+    #: clock time at which the file expires (and is gone), when uploaded with an expiry
+    expires: float | None = None
 
     @property
     def size(self) -> int:
@@ -87,7 +93,7 @@ class FileRecord:
             return self.lines
         return (self.content or b"").splitlines(keepends=True)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, *, processed: bool = True, expires_at: int | None = None) -> dict[str, Any]:
         return {
             "id": self.id,
             "object": "file",
@@ -95,9 +101,9 @@ class FileRecord:
             "created_at": self.created_at,
             "filename": self.filename,
             "purpose": self.purpose,
-            "status": "processed",
+            "status": "processed" if processed else "pending",
             "status_details": None,
-            "expires_at": None,
+            "expires_at": expires_at,
         }
 
 
@@ -138,6 +144,8 @@ class BatchRecord:
     error_lines: list[bytes] = attrs.field(factory=list)
     output_file: FileRecord | None = None
     error_file: FileRecord | None = None
+    #: seconds its output and error files live (``output_expires_after``), if given
+    output_expiry: float | None = None
 
     @property
     def running(self) -> bool:
@@ -155,6 +163,7 @@ class Emulator:
     def __init__(self, config: EmulatorConfig | None = None, **changes: Any) -> None:
         config = config if config is not None else EmulatorConfig()
         self._config = attrs.evolve(config, **changes) if changes else config
+        self._quirks = self._config.quirks
         self._files: dict[str, FileRecord] = {}
         self._batches: dict[str, BatchRecord] = {}
         self._active: dict[str, BatchRecord] = {}
@@ -176,6 +185,17 @@ class Emulator:
     def config(self) -> EmulatorConfig:
         return self._config
 
+    @property
+    def in_process_base_url(self) -> str:
+        """The base URL for a client on :meth:`transport` (``http://emulator/v1``, or
+        ``http://emulator/openai/v1`` for the flavours whose API lives under a prefix)."""
+        return "http://emulator" + self._config.api_root
+
+    @property
+    def quirks(self) -> Quirks:
+        """The flavour's quirks as configured (see :class:`EmulatorConfig`)."""
+        return self._quirks
+
     def configure(self, **changes: Any) -> EmulatorConfig:
         """Change the configuration at run time (validated); returns the new config.
 
@@ -185,6 +205,7 @@ class Emulator:
         self.advance()
         old = self._config
         self._config = new
+        self._quirks = new.quirks
         if "fault_seed" in changes:
             self._fault_rng = random.Random(new.fault_seed)
             self._shuffle_rng = random.Random(new.fault_seed)
@@ -305,22 +326,59 @@ class Emulator:
 
     # -- files -----------------------------------------------------------------------
 
-    def upload(self, filename: str, purpose: str, content: bytes) -> FileRecord:
+    def upload(
+        self,
+        filename: str,
+        purpose: str,
+        content: bytes,
+        *,
+        expires_after_seconds: float | None = None,
+    ) -> FileRecord:
         if not purpose:
             raise ApiError(400, "Missing required parameter: 'purpose'.", param="purpose")
         self.advance()
+        quirks = self._quirks
+        expiring = expires_after_seconds is not None
+        cap = quirks.max_expiring_files if expiring else quirks.max_files
+        if cap is not None:
+            held = sum(1 for f in self._files.values() if (f.expires is not None) == expiring)
+            if held >= cap:
+                kind = "files with an expiry" if expiring else "files"
+                raise ApiError(
+                    400,
+                    f"The maximum number of {kind} ({cap}) has been reached. Delete files "
+                    "you no longer need, or upload them with an expiry (expires_after).",
+                    code="quota_exceeded",
+                )
         self._uploads += 1
         self._upload_bytes += len(content)
+        now = self.now()
         record = FileRecord(
             id=self._file_id(),
             filename=filename,
             purpose=purpose,
-            created_at=self.wall(self.now()) or 0,
+            created_at=self.wall(now) or 0,
             seq=self._next_seq(),
             content=content,
+            processed_at=now + quirks.file_processing_seconds,
+            expires=None if expires_after_seconds is None else now + expires_after_seconds,
         )
         self._files[record.id] = record
         return record
+
+    def file_dict(self, record: FileRecord) -> dict[str, Any]:
+        """A file as the API shows it (``pending`` until processed, its expiry)."""
+        return record.to_dict(
+            processed=self.now() >= record.processed_at,
+            expires_at=self.wall(record.expires),
+        )
+
+    def _drop_expired_files(self) -> None:
+        now = self.now()
+        for file_id in [f.id for f in self._files.values() if f.expires is not None]:
+            expires = self._files[file_id].expires
+            if expires is not None and expires <= now:
+                del self._files[file_id]
 
     def _file_id(self) -> str:
         if self._config.flavour == "doubleword":
@@ -331,6 +389,7 @@ class Emulator:
 
     def get_file(self, file_id: str) -> FileRecord:
         self.advance()
+        self._drop_expired_files()
         try:
             return self._files[file_id]
         except KeyError:
@@ -347,6 +406,7 @@ class Emulator:
         self, *, purpose: str | None, after: str | None, limit: int, order: str
     ) -> dict[str, Any]:
         self.advance()
+        self._drop_expired_files()
         items = [f for f in self._files.values() if purpose is None or f.purpose == purpose]
         return _page(items, after=after, limit=limit, newest_first=order != "asc")
 
@@ -380,28 +440,44 @@ class Emulator:
         endpoint: Any,
         completion_window: Any,
         metadata: Any,
+        output_expires_after: Any = None,
     ) -> BatchRecord:
         config = self._config
+        quirks = self._quirks
         if not isinstance(input_file_id, str) or not input_file_id:
             raise ApiError(
                 400, "Missing required parameter: 'input_file_id'.", param="input_file_id"
             )
+        # Azure names the batch endpoint without the version ("/chat/completions") while
+        # its lines keep it ("/v1/chat/completions").
+        shown = endpoint
+        supported: tuple[str, ...] = ENDPOINTS
+        if quirks.endpoint_without_version:
+            supported = tuple(e.removeprefix("/v1") for e in ENDPOINTS)
+            endpoint = "/v1" + endpoint if endpoint in supported else None
         if endpoint not in ENDPOINTS:
             raise ApiError(
                 400,
-                f"Invalid value for 'endpoint': {endpoint!r}. Supported values are: "
-                + ", ".join(ENDPOINTS),
+                f"Invalid value for 'endpoint': {shown!r}. Supported values are: "
+                + ", ".join(supported),
                 param="endpoint",
                 code="invalid_value",
             )
-        if completion_window not in _WINDOWS[config.flavour]:
+        window_seconds = _window_seconds(completion_window, quirks.windows)
+        if window_seconds is None:
+            windows = (
+                ", ".join(quirks.windows)
+                if quirks.windows is not None
+                else "a duration from 24h to 7d"
+            )
             raise ApiError(
                 400,
                 f"Invalid value for 'completion_window': {completion_window!r}. "
-                f"Supported values are: {', '.join(_WINDOWS[config.flavour])}.",
+                f"Supported values are: {windows}.",
                 param="completion_window",
                 code="invalid_value",
             )
+        output_expiry = _expiry_seconds(output_expires_after, "output_expires_after")
         if metadata is not None and (
             not isinstance(metadata, dict)
             or len(metadata) > 16
@@ -420,14 +496,23 @@ class Emulator:
                 param="input_file_id",
                 code="not_found",
             )
-        if source.purpose != "batch":
+        if source.purpose != quirks.upload_purpose:
             raise ApiError(
                 400,
-                f"File {input_file_id} has purpose {source.purpose!r}; expected 'batch'.",
+                f"File {input_file_id} has purpose {source.purpose!r}; expected "
+                f"{quirks.upload_purpose!r}.",
                 param="input_file_id",
             )
         self.advance()
         now = self.now()
+        if now < source.processed_at:
+            raise ApiError(
+                400,
+                f"File {input_file_id} is still being processed (status 'pending'); create the "
+                "batch once its status is 'processed'.",
+                param="input_file_id",
+                code="invalid_file_status",
+            )
         requests, errors, model = self._validate(source.data(), endpoint)
         tokens = (source.size + 3) // 4
         if not errors and config.enqueued_token_limit is not None:
@@ -451,13 +536,13 @@ class Emulator:
             self._shuffle_rng.shuffle(order)
         # A batch unfinished when its window ends expires, as upstream; the window is the
         # requested one (24 h, 1 h) unless ``expire_after_seconds`` shortens it for tests.
-        window: float = _WINDOW_SECONDS[completion_window]
+        window: float = window_seconds
         if config.expire_after_seconds is not None:
             window = config.expire_after_seconds
-        deadline = now + window
+        deadline: float | None = now + window if quirks.expire_batches else None
         batch = BatchRecord(
             id=self._batch_id(),
-            endpoint=endpoint,
+            endpoint=shown,
             input_file_id=input_file_id,
             completion_window=completion_window,
             metadata=dict(metadata) if metadata is not None else None,
@@ -470,8 +555,9 @@ class Emulator:
             tokens=tokens,
             model=model,
             errors=errors or None,
+            output_expiry=output_expiry,
         )
-        if config.flavour == "doubleword":
+        if quirks.file_ids_at == "created":
             batch.output_file = self._batch_file(batch, "output", batch.output_lines, now)
             batch.error_file = self._batch_file(batch, "error", batch.error_lines, now)
         self._batches[batch.id] = batch
@@ -497,6 +583,8 @@ class Emulator:
             seq=self._next_seq(),
             lines=lines,
             batch_id=batch.id,
+            processed_at=at,
+            expires=None if batch.output_expiry is None else at + batch.output_expiry,
         )
         self._files[record.id] = record
         return record
@@ -504,29 +592,30 @@ class Emulator:
     def _validate(
         self, content: bytes, endpoint: str
     ) -> tuple[list[tuple[str, str, Any]], list[dict[str, Any]], str | None]:
-        config = self._config
-        mixed = config.flavour == "doubleword"
+        quirks = self._quirks
+        mixed = not quirks.single_model
         errors: list[dict[str, Any]] = []
 
         def error(code: str, message: str, param: str | None, line: int | None) -> None:
             if len(errors) < _MAX_REPORTED_ERRORS:
                 errors.append({"code": code, "message": message, "param": param, "line": line})
 
-        if len(content) > config.max_file_bytes:
+        max_file_bytes = quirks.max_file_bytes
+        max_lines = quirks.max_lines
+        if len(content) > max_file_bytes:
             error(
                 "file_too_large",
-                f"The input file is {len(content)} bytes; the limit is "
-                f"{config.max_file_bytes} bytes.",
+                f"The input file is {len(content)} bytes; the limit is {max_file_bytes} bytes.",
                 None,
                 None,
             )
             return [], errors, None
         raw_lines = content.decode("utf-8", errors="replace").split("\n")
         count = sum(1 for raw in raw_lines if raw.strip())
-        if count > config.max_lines:
+        if count > max_lines:
             error(
                 "too_many_lines",
-                f"The input file has {count} requests; the limit is {config.max_lines}.",
+                f"The input file has {count} requests; the limit is {max_lines}.",
                 None,
                 None,
             )
@@ -661,12 +750,30 @@ class Emulator:
         return _page(list(self._batches.values()), after=after, limit=limit, newest_first=True)
 
     def batch_dict(self, batch: BatchRecord) -> dict[str, Any]:
-        wall = self.wall
+        """A batch as the API shows it, in the flavour's dialect (see :class:`Quirks`)."""
+        quirks = self._quirks
+        seconds = self.wall
+        style = quirks.timestamp_format
+
+        def wall(t: float | None) -> Any:
+            value = seconds(t)
+            if value is None or style == "seconds":
+                return value
+            if style == "milliseconds":
+                return value * 1000
+            moment = datetime.datetime.fromtimestamp(value, datetime.timezone.utc)
+            return moment.isoformat().replace("+00:00", "Z")
+
         errors = None
         if batch.errors:
             errors = {"object": "list", "data": batch.errors}
         total = len(batch.requests)
-        return {
+        status = batch.status
+        if quirks.status_case == "capitalized":
+            status = status.capitalize()
+        elif quirks.status_case == "upper":
+            status = status.upper()
+        data = {
             "id": batch.id,
             "object": "batch",
             "endpoint": batch.endpoint,
@@ -674,7 +781,7 @@ class Emulator:
             "errors": errors,
             "input_file_id": batch.input_file_id,
             "completion_window": batch.completion_window,
-            "status": batch.status,
+            "status": status,
             "output_file_id": batch.output_file.id if batch.output_file else None,
             "error_file_id": batch.error_file.id if batch.error_file else None,
             "created_at": wall(batch.created),
@@ -700,6 +807,11 @@ class Emulator:
             },
             "metadata": batch.metadata,
         }
+        if not quirks.request_counts:
+            del data["request_counts"]
+        if quirks.progress_percent:
+            data["progress"] = round(100.0 * batch.processed / total, 1) if total else 0.0
+        return data
 
     # -- real-time calls --------------------------------------------------------------
 
@@ -801,6 +913,8 @@ class Emulator:
         if batch.processed >= total:
             batch.status = "finalizing"
             batch.finalizing = ran_at
+            if self._quirks.file_ids_at == "finalizing":
+                self._expose_files(batch, ran_at)
 
     def _run_lines(self, batch: BatchRecord, indices: list[int], *, at: float) -> None:
         requests = batch.requests
@@ -893,12 +1007,52 @@ class Emulator:
             batch.processed = len(batch.order)
         batch.status = status
         setattr(batch, status, at)
-        if self._config.flavour == "openai":
-            if batch.output_lines and batch.output_file is None:
-                batch.output_file = self._batch_file(batch, "output", batch.output_lines, at)
-            if batch.error_lines and batch.error_file is None:
-                batch.error_file = self._batch_file(batch, "error", batch.error_lines, at)
+        if self._quirks.file_ids_at != "created":
+            self._expose_files(batch, at)
         self._active.pop(batch.id, None)
+
+    def _expose_files(self, batch: BatchRecord, at: float) -> None:
+        """Give the batch its output and error files (each only if it has lines, as OpenAI:
+        a batch whose every request failed has no output file)."""
+        if batch.output_lines and batch.output_file is None:
+            batch.output_file = self._batch_file(batch, "output", batch.output_lines, at)
+        if batch.error_lines and batch.error_file is None:
+            batch.error_file = self._batch_file(batch, "error", batch.error_lines, at)
+
+
+def _window_seconds(window: Any, accepted: tuple[str, ...] | None) -> float | None:
+    """The length of a completion window, or ``None`` if the flavour does not take it."""
+    if not isinstance(window, str) or len(window) < 2:
+        return None
+    if accepted is not None and window not in accepted:
+        return None
+    number, unit = window[:-1], window[-1]
+    if unit not in _UNIT_SECONDS or not number.isdigit():
+        return None
+    seconds = float(int(number) * _UNIT_SECONDS[unit])
+    if accepted is None and not _WINDOW_RANGE[0] <= seconds <= _WINDOW_RANGE[1]:
+        return None
+    return seconds
+
+
+def _expiry_seconds(value: Any, param: str) -> float | None:
+    """``{"anchor": "created_at", "seconds": N}`` → N (``None`` when not given)."""
+    if value is None:
+        return None
+    seconds = value.get("seconds") if isinstance(value, dict) else None
+    if (
+        not isinstance(value, dict)
+        or value.get("anchor") != "created_at"
+        or isinstance(seconds, bool)
+        or not isinstance(seconds, int | float)
+        or seconds <= 0
+    ):
+        raise ApiError(
+            400,
+            f'Invalid \'{param}\': expected {{"anchor": "created_at", "seconds": N}}.',
+            param=param,
+        )
+    return float(seconds)
 
 
 def _current_loop() -> object:

@@ -36,8 +36,9 @@ class EmulatorServer:
 
     @property
     def base_url(self) -> str:
-        """The OpenAI-style base URL, ``http://host:port/v1``."""
-        return f"{self.url}/v1"
+        """The OpenAI-style base URL, ``http://host:port/v1`` (``…/openai/v1`` for the
+        flavours whose API lives under a prefix: Azure, Groq)."""
+        return f"{self.url}{self.emulator.config.api_root}"
 
 
 class _PreboundConfig(Config):
