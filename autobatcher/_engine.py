@@ -98,11 +98,14 @@ class Engine:
         return f"{self._prefix}-b{self._job_seq}"
 
     def offer(self, slot: Slot) -> bool:
-        """Hand ``slot`` to the engine without waiting; False if the intake is full."""
+        """Hand ``slot`` to the engine without waiting; False if the intake is full, or if
+        callers blocked on it wait already (they go first)."""
         if self.closed_reason is not None:
             raise ClientClosedError(f"{self.closed_reason}: it cannot take new requests")
         if self.standalone:
             self._check_loop()
+            if self._room_waiters:
+                return False
         return self._send_nowait(slot)
 
     def _send_nowait(self, slot: Slot) -> bool:
@@ -122,27 +125,30 @@ class Engine:
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                 raise ClientClosedError(self.closed_reason or "the client is closed") from None
             return
-        # Standalone: nobody else may be driving, so wait in turn and drive when appointed.
-        # A caller already waiting here when the client closes is still answered (as in run
-        # mode, where its blocked send() completes while close() drains).
-        room = _Room(self)
+        # Standalone: no engine task receives, so the blocked callers queue here and whoever
+        # drives admits them, first come first served, one per freed place (_admit_waiting);
+        # a newcomer's offer() waits behind them. A caller already waiting here when the
+        # client closes is still answered (as in run mode, where its blocked send() completes
+        # while close() drains).
+        room = _Room(self, slot)
         self._room_waiters.append(room)
+        self._admit_waiting()
         try:
-            while not self._send_nowait(slot):
-                await self._turns.wait(room)
+            while not room.sent:
                 if self.aborted:
                     raise ClientClosedError(self.closed_reason or "the client is closed")
-                if not self._send_nowait(slot):
-                    # another caller took the freed place first: wait at the front
-                    room.fired = False
-                    room.signal = new_signal()
-                    if room not in self._room_waiters:
-                        self._room_waiters.appendleft(room)
-                    continue
-                return
+                await self._turns.wait(room)
         finally:
-            if room in self._room_waiters:
+            if not room.sent:
                 self._room_waiters.remove(room)
+
+    def _admit_waiting(self) -> None:
+        """Standalone: move blocked callers' requests into the intake while it has room."""
+        room_waiters = self._room_waiters
+        while room_waiters and self._send_nowait(room_waiters[0].slot):
+            room = room_waiters.popleft()
+            room.sent = True
+            fire(room.signal)
 
     def _check_loop(self) -> None:
         current = loop_token()
@@ -376,16 +382,8 @@ class Engine:
                 lanes.add(slot, now)
         if taken and self._drain_waiters:
             self._check_idle()
-        room_waiters = self._room_waiters
-        if room_waiters:
-            # one blocked caller per free place, in the order they came
-            stats = self._intake_rx.statistics()
-            free = stats.max_buffer_size - stats.current_buffer_used
-            while free > 0 and room_waiters:
-                room = room_waiters.popleft()
-                room.fired = True
-                fire(room.signal)
-                free -= 1
+        if self._room_waiters:
+            self._admit_waiting()
 
     def _queue_flushed(self) -> None:
         for job in self._lanes.take_flushed():
@@ -546,14 +544,15 @@ class _Drained:
 
 
 class _Room:
-    """A standalone caller waiting for room in a full intake."""
+    """A standalone caller waiting for room in a full intake, with its request."""
 
-    __slots__ = ("engine", "fired", "signal")
+    __slots__ = ("engine", "sent", "signal", "slot")
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, slot: Slot) -> None:
         self.signal: Signal = new_signal()
         self.engine = engine
-        self.fired = False
+        self.slot = slot
+        self.sent = False
 
     def done(self) -> bool:
-        return self.fired or self.engine.aborted or self.engine.intake_has_room()
+        return self.sent or self.engine.aborted

@@ -597,7 +597,13 @@ class BatchOpenAI:
         if self._journal is not None and await engine.recall(slot):
             pass  # answered from the journal, or attached to its batch of an earlier run
         elif not engine.offer(slot):
-            await engine.send(slot)
+            try:
+                await engine.send(slot)
+            except BaseException:
+                # cancelled while waiting for room, perhaps just as it was admitted: a request
+                # already in the intake is skipped when taken, never uploaded
+                engine.withdraw(slot)
+                raise
         try:
             if timeout is None and not engine.standalone:
                 signal = slot.signal

@@ -654,13 +654,6 @@ async def test_blocked_senders_are_admitted_in_order_and_a_cancelled_one_leaves(
     assert "o99" not in str(stats.executions)
     assert stats.total_executions == 8
     in_order = [f"o{i}" for i in range(8)]
-    if uploaded != in_order and mode == "standalone" and anyio_backend_name == "trio":
-        # BUG (autobatcher/_engine.py, Engine._take_intake + Engine.send, standalone): when
-        # several places free up at once, every blocked caller's room is fired together and
-        # the woken callers then race to send_nowait() in whatever order the scheduler runs
-        # them; on trio that order is random, so a later caller can take an earlier one's
-        # place (seen: o7 uploaded before o6). Run mode (anyio's stream) keeps FIFO.
-        pytest.xfail(f"standalone admission is not FIFO on trio: {uploaded}")
     assert uploaded == in_order  # first come, first uploaded
 
 
@@ -721,11 +714,6 @@ async def test_a_newcomer_never_overtakes_a_caller_blocked_on_the_intake(
         if record.purpose == "batch"
         for line in record.line_list()
     ]
-    if uploaded != ["A", "B", "C", "D"] and mode == "standalone":
-        # BUG (autobatcher/_engine.py, Engine.send, standalone): the room fired for C is
-        # taken by D, whose offer() runs before C resumes; C then "waits at the front"
-        # (_room_waiters.appendleft), but D is already admitted ahead of it.
-        pytest.xfail(f"standalone: a newcomer overtook a blocked caller: {uploaded}")
     assert uploaded == ["A", "B", "C", "D"]
 
 
