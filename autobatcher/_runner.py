@@ -11,6 +11,7 @@ under way, and three notifications (uploaded, finished, a request settled).
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -453,6 +454,7 @@ class JobRunner:
         record = job.record
         host = self._host
         pending: list[tuple[str, bytes]] = []
+        unrun: list[tuple[str, bytes]] = []
         pending_bytes = 0
 
         def collect(line: bytes) -> None:
@@ -460,6 +462,11 @@ class JobRunner:
             custom_id = extract_custom_id(line)
             if custom_id is None:
                 logger.warning("result line without custom_id in %s: %.200r", record.batch_id, line)
+                return
+            if _did_not_run(line):
+                # not an answer: the request never ran (expired, cancelled), so a later run
+                # may send it again; its caller here still gets the line's error
+                unrun.append((custom_id, line))
                 return
             pending.append((custom_id, line))
             pending_bytes += len(line)
@@ -475,6 +482,8 @@ class JobRunner:
             with anyio.CancelScope(shield=True):  # committed whole, or not at all
                 await journal.save_results(record, batch)
             slots = job.slots
+            batch += unrun
+            unrun.clear()
             for custom_id, line in batch:
                 slot = slots.pop(custom_id, None)
                 if slot is not None:
@@ -639,6 +648,20 @@ class JobRunner:
                 detail=detail,
             )
         )
+
+
+_NOT_RUN_CODES = (b'"batch_expired"', b'"batch_cancelled"')
+
+
+def _did_not_run(line: bytes) -> bool:
+    """A result line saying its request never ran (the batch expired or was cancelled first)."""
+    if not any(code in line for code in _NOT_RUN_CODES):
+        return False
+    try:
+        error = json.loads(line).get("error")
+    except (ValueError, AttributeError):
+        return False
+    return isinstance(error, dict) and error.get("code") in ("batch_expired", "batch_cancelled")
 
 
 def settle_all(job: Job, make_error: Callable[[str], BaseException], host: JobHost) -> None:

@@ -405,3 +405,24 @@ def job_ids(journal: Path) -> list[str]:
         return [row[0] for row in db.execute("SELECT custom_id FROM requests")]
     finally:
         db.close()
+
+
+@pytest.mark.anyio
+async def test_the_journal_command_cancels_what_an_earlier_run_left_running(
+    anyio_backend: tuple[str, Any], tmp_path: Path
+) -> None:
+    journal = tmp_path / "run.journal"
+    command = [sys.executable, "-m", "autobatcher", "journal", str(journal), "--json"]
+    env = {**os.environ, "OPENAI_API_KEY": CHILD_KEY}
+    async with emulator_process("--lines-per-second", "0.5") as base_url:
+        assert await _run_child(base_url, journal, 12, anyio_backend[0], "poll") == "killed"
+        done = await anyio.run_process([*command, "cancel"], env=env, check=True)
+        (job,) = json.loads((await anyio.run_process([*command, "list"], check=True)).stdout)
+        assert json.loads(done.stdout) == {"cancelled": [job["batch_id"]], "failed": {}}
+        collected = json.loads(
+            (await anyio.run_process([*command, "collect"], env=env, check=True)).stdout
+        )
+        stats = await emulator_stats(base_url)
+    assert stats["batches_by_status"] == {"cancelled": 1}
+    # what ran before the cancel is kept; the rest never ran and is not charged
+    assert collected["answered"] == stats["total_executions"] < 12
