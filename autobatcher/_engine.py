@@ -30,7 +30,7 @@ import anyio.abc
 
 from ._config import BatcherConfig
 from ._driver import RUN_MODE, Turns
-from ._errors import APIError, ClientClosedError, EventLoopError
+from ._errors import APIError, ClientClosedError, EventLoopError, RequestAbortedError
 from ._events import BatchEvent, EventHub
 from ._job import GONE, Job, Phase, Slot
 from ._journal import Journal
@@ -136,7 +136,7 @@ class Engine:
         try:
             while not room.sent:
                 if self.aborted:
-                    raise ClientClosedError(self.closed_reason or "the client is closed")
+                    raise RequestAbortedError(self.closed_reason or "the client stopped")
                 await self._turns.wait(room)
         finally:
             if not room.sent:
@@ -310,10 +310,6 @@ class Engine:
         stats = self._intake_rx.statistics()
         return not stats.current_buffer_used and not stats.tasks_waiting_send
 
-    def intake_has_room(self) -> bool:
-        stats = self._intake_rx.statistics()
-        return stats.current_buffer_used < stats.max_buffer_size
-
     def _has_work(self) -> bool:
         return not self.idle() or bool(self._drain_waiters)
 
@@ -477,7 +473,7 @@ class Engine:
             batch_id = job.record.batch_id
             settle_all(
                 job,
-                lambda cid, batch_id=batch_id: ClientClosedError(  # type: ignore[misc]
+                lambda cid, batch_id=batch_id: RequestAbortedError(  # type: ignore[misc]
                     f"{reason} before request {cid} got its answer"
                     + (f" (batch {batch_id})" if batch_id else "")
                 ),
@@ -491,7 +487,7 @@ class Engine:
             except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
                 break
             if slot is not None and slot.outcome is None:
-                slot.outcome = ClientClosedError(f"{reason} before request {slot.custom_id} ran")
+                slot.outcome = RequestAbortedError(f"{reason} before request {slot.custom_id} ran")
                 slot.line = None
                 fire(slot.signal)
         self._intake_rx.close()

@@ -5,7 +5,8 @@ Names mirror the openai SDK's where the meaning is the same, so code that catche
 
     AutobatcherError                 root of everything this library raises
      ├── MissingAPIKeyError          no api_key and no OPENAI_API_KEY; also ValueError
-     ├── ClientClosedError           the client is closed (or stopped); also RuntimeError
+     ├── ClientClosedError           you closed the client: no new requests; also RuntimeError
+     │    └── RequestAbortedError    the client stopped before this waiting request's answer
      ├── UnsupportedParameterError   a keyword a batch cannot honour (stream=True); also ValueError
      ├── RequestTooLargeError        one request is larger than a whole batch; also ValueError
      ├── EventLoopError              the client was used from a second event loop; also RuntimeError
@@ -82,6 +83,7 @@ __all__ = [
     "NotFoundError",
     "PermissionDeniedError",
     "RateLimitError",
+    "RequestAbortedError",
     "RequestTooLargeError",
     "UnprocessableEntityError",
     "UnsupportedParameterError",
@@ -97,7 +99,14 @@ class MissingAPIKeyError(AutobatcherError, ValueError):
 
 
 class ClientClosedError(AutobatcherError, RuntimeError):
-    """The client is closed (or its engine stopped); it cannot take or finish this call."""
+    """The client is closed: you closed it, so it takes no new request (as trio's
+    ``ClosedResourceError``). Requests it had already taken are still answered."""
+
+
+class RequestAbortedError(ClientClosedError):
+    """The client stopped the hard way (its block was left by an exception or cancelled, or
+    ``close()`` was cancelled) before this request got its answer (as trio's
+    ``BrokenResourceError``: something else ended it)."""
 
 
 class UnsupportedParameterError(AutobatcherError, ValueError):

@@ -16,7 +16,13 @@ import anyio.abc
 import httpx
 import pytest
 
-from autobatcher import BatchEvent, BatchOpenAI, ClientClosedError, EventLoopError
+from autobatcher import (
+    BatchEvent,
+    BatchOpenAI,
+    ClientClosedError,
+    EventLoopError,
+    RequestAbortedError,
+)
 from autobatcher.testing import IN_PROCESS_BASE_URL, Emulator
 
 from ._support import API_KEY, chat
@@ -232,3 +238,29 @@ def test_a_plain_client_refuses_a_second_event_loop_clearly(backend: str) -> Non
         anyio.run(second, backend=backend)
     executed = {json.loads(k)["messages"][0]["content"] for k in emulator.stats().executions}
     assert executed == {"first loop"}
+
+
+@pytest.mark.anyio
+async def test_closed_by_you_and_aborted_while_waiting_are_told_apart() -> None:
+    emulator = Emulator(api_key=API_KEY)
+    client = plain_client(emulator, batch_window_seconds=LONG_WINDOW)
+    outcome: list[BaseException] = []
+
+    async def wait_for_an_answer() -> None:
+        try:
+            await client.chat.completions.create(**chat("never answered"))
+        except ClientClosedError as exc:
+            outcome.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        with pytest.raises(KeyError):  # the user's own exception leaves the block unwrapped
+            async with client:
+                tg.start_soon(wait_for_an_answer)
+                await anyio.wait_all_tasks_blocked()
+                raise KeyError("the program fails")  # the block ends the hard way
+    (aborted,) = outcome
+    assert isinstance(aborted, RequestAbortedError)
+    with pytest.raises(ClientClosedError) as refused:
+        await client.chat.completions.create(**chat("too late"))
+    assert not isinstance(refused.value, RequestAbortedError)
+    assert emulator.stats().total_executions == 0

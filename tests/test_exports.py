@@ -38,6 +38,7 @@ EXPECTED = {
     "PermissionDeniedError",
     "RateLimitError",
     "RawResponse",
+    "RequestAbortedError",
     "RequestTooLargeError",
     "SqliteStore",
     "Store",
