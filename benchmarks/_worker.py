@@ -24,6 +24,7 @@ import math
 import os
 import resource
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any, Generic, TypeVar
@@ -274,6 +275,7 @@ async def run_overhead(args: argparse.Namespace) -> dict[str, Any]:
     n: int = args.n
     measure = Measure(args.profile)
     extra: dict[str, Any] = {}
+    journal_dir: tempfile.TemporaryDirectory[str] | None = None
     if args.client == "floor":
         measure.start()
         async with httpx.AsyncClient(timeout=600) as http, anyio.create_task_group() as tg:
@@ -300,6 +302,9 @@ async def run_overhead(args: argparse.Namespace) -> dict[str, Any]:
         import autobatcher
 
         events: list[str] = []
+        # a fresh journal in a fresh directory (SQLite adds -wal and -shm files beside it)
+        journal_dir = tempfile.TemporaryDirectory(prefix="bench-journal-") if args.journal else None
+        journal = None if journal_dir is None else os.path.join(journal_dir.name, "journal.db")
         measure.start()
         client = autobatcher.BatchOpenAI(
             api_key="bench",
@@ -309,6 +314,7 @@ async def run_overhead(args: argparse.Namespace) -> dict[str, Any]:
             poll_interval_seconds=args.poll,
             max_queued_requests=args.max_queued or max(100_000, n),
             event_hook=lambda event: events.append(event.kind),
+            journal=journal,
         )
 
         async def ours_call(i: int) -> bool:
@@ -327,6 +333,10 @@ async def run_overhead(args: argparse.Namespace) -> dict[str, Any]:
                 ok = await spawn_all(args.backend, n, ours_call)
         extra["batches"] = events.count("batch_submitted")
     result = measure.stop()
+    if journal_dir is not None:
+        journal_files = os.scandir(journal_dir.name)
+        extra["journal_mb"] = sum(f.stat().st_size for f in journal_files) / 1e6
+        journal_dir.cleanup()
     result.update(extra)
     result["ok"] = ok
     return result
@@ -440,6 +450,11 @@ def main() -> None:
         "--plain",
         action="store_true",
         help="autobatcher in plain mode (no async with; callers drive)",
+    )
+    parser.add_argument(
+        "--journal",
+        action="store_true",
+        help="autobatcher with journal= a fresh SQLite file in a temporary directory",
     )
     parser.add_argument("--profile", default=None, help="write cProfile stats of the timed part")
     parser.add_argument(

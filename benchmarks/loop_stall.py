@@ -9,6 +9,10 @@ ticks (the loop's worst stall), on asyncio and on trio. Gaps are attributed to t
 which they ended: callers encoding and submitting, flush + upload + batch creation, polling +
 download + parsing + routing, callers decoding their (large) replies.
 
+``--journal`` runs the client with ``journal=`` a fresh SQLite file (issue 11: results are
+committed in a worker thread before callers wake, so the commit of ~200 MB must not stall the
+loop either).
+
 Callers are spawned one per loop turn (spawn, then yield), so the spawner's own burst does not
 count as the client's stall.
 """
@@ -17,7 +21,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
+import tempfile
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -67,6 +73,8 @@ async def worker(args: argparse.Namespace) -> dict[str, Any]:
             last = now
 
     ok = 0
+    journal_dir = tempfile.TemporaryDirectory(prefix="bench-journal-") if args.journal else None
+    journal = None if journal_dir is None else os.path.join(journal_dir.name, "journal.db")
     async with (
         autobatcher.open_batcher(
             api_key="bench",
@@ -77,6 +85,7 @@ async def worker(args: argparse.Namespace) -> dict[str, Any]:
             max_batch_bytes=200 * 1024 * 1024,
             timeout=600.0,
             event_hook=hook,
+            journal=journal,
         ) as client,
         anyio.create_task_group() as tg,
     ):
@@ -109,6 +118,10 @@ async def worker(args: argparse.Namespace) -> dict[str, Any]:
                 marks["spawned"] = time.perf_counter()
         marks["done"] = time.perf_counter()
         done = True
+    journal_mb = 0.0
+    if journal_dir is not None:
+        journal_mb = sum(f.stat().st_size for f in os.scandir(journal_dir.name)) / 1e6
+        journal_dir.cleanup()
     bounds = [marks[k] for k in ("start", "spawned", "submitted", "completed", "done")]
     worst = dict.fromkeys(PHASES, 0.0)
     durations = {p: bounds[k + 1] - bounds[k] for k, p in enumerate(PHASES)}
@@ -127,6 +140,7 @@ async def worker(args: argparse.Namespace) -> dict[str, Any]:
         "worst": worst,
         "durations": durations,
         "ticks": len(during),
+        "journal_mb": journal_mb,
     }
 
 
@@ -135,6 +149,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--n", type=int, default=3_900)
     parser.add_argument("--size", type=int, default=50_000, help="characters per message")
     parser.add_argument("--backends", nargs="+", default=["asyncio", "trio"])
+    parser.add_argument(
+        "--journal", action="store_true", help="the client with journal= a fresh SQLite file"
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--backend", default="asyncio", help=argparse.SUPPRESS)
     parser.add_argument("--base-url", default=None, help=argparse.SUPPRESS)
@@ -150,11 +167,20 @@ def main(argv: Sequence[str] | None = None) -> None:
         r = run_against_fresh_emulator(
             OUR_PYTHON,
             "loop_stall.py",
-            ["--worker", "--backend", backend, "--n", str(args.n), "--size", str(args.size)],
+            [
+                "--worker",
+                "--backend",
+                backend,
+                "--n",
+                str(args.n),
+                "--size",
+                str(args.size),
+                *(["--journal"] if args.journal else []),
+            ],
         )
         rows.append(
             [
-                backend,
+                backend + (f" + journal ({r['journal_mb']:.0f} MB)" if args.journal else ""),
                 f"{r['n']:,} x {args.size // 1000} KB = {r['request_mb']:.0f} MB",
                 f"{r['max_gap'] * 1000:.1f}",
                 *(f"{r['worst'][p] * 1000:.1f} ({r['durations'][p]:.1f} s)" for p in PHASES),

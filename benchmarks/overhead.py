@@ -36,6 +36,7 @@ class Variant:
     client: str  # floor | autobatcher | incumbent
     backend: str
     batch_size: int
+    journal: bool = False  # autobatcher with journal= a fresh SQLite file
 
     def command(self) -> tuple[Path, str, list[str]]:
         if self.client == "incumbent":
@@ -50,6 +51,7 @@ class Variant:
                 self.backend,
                 "--batch-size",
                 str(self.batch_size),
+                *(["--journal"] if self.journal else []),
             ],
         )
 
@@ -64,9 +66,12 @@ VARIANTS = {
         Variant("incumbent", "incumbent", "asyncio", 50_000),
         Variant("ours/asyncio bs=1000", "autobatcher", "asyncio", 1_000),
         Variant("incumbent bs=1000", "incumbent", "asyncio", 1_000),
+        Variant("ours/asyncio journal", "autobatcher", "asyncio", 50_000, journal=True),
+        Variant("ours/trio journal", "autobatcher", "trio", 50_000, journal=True),
     )
 }
-DEFAULT_VARIANTS = tuple(VARIANTS)
+# the journal variants answer a different question (issue 11: what durability costs): opt in
+DEFAULT_VARIANTS = tuple(name for name, v in VARIANTS.items() if not v.journal)
 
 
 def run_variant(
@@ -149,6 +154,13 @@ def ratios(results: Sequence[dict[str, Any]]) -> list[str]:
         target="≤ 0.5",
     )
     ratio("peak RSS ours/trio ÷ incumbent", "ours/trio", "incumbent", key="peak_rss_kb")
+    ratio(
+        "CPU ours/asyncio journal ÷ ours/asyncio",
+        "ours/asyncio journal",
+        "ours/asyncio",
+        target="≤ 1.5",
+    )
+    ratio("CPU ours/trio journal ÷ ours/trio", "ours/trio journal", "ours/trio", target="≤ 1.5")
     ratio("wall ours/asyncio ÷ floor/asyncio", "ours/asyncio", "floor/asyncio", key="wall")
     return out
 
@@ -157,7 +169,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, nargs="+", default=[10_000, 50_000])
     parser.add_argument(
-        "--variants", nargs="+", choices=sorted(VARIANTS), default=list(DEFAULT_VARIANTS)
+        "--variants",
+        nargs="+",
+        choices=sorted(VARIANTS),
+        default=list(DEFAULT_VARIANTS),
+        help="default: all but the journal ones",
     )
     parser.add_argument("--repeat", type=int, default=1, help="runs per variant; median kept")
     parser.add_argument("--window", type=float, default=0.05)
