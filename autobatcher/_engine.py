@@ -199,6 +199,14 @@ class Engine:
         for record in dead:
             await journal.save_job(record)
 
+    def may_recall(self) -> bool:
+        """Whether a request could be answered or attached from the journal: False once the
+        journal is loaded and holds nothing of an earlier run (no await per request then)."""
+        journal = self.journal
+        if journal is None:
+            return False
+        return not self._journal_loaded or bool(journal.done) or bool(self._resumed)
+
     async def recall(self, slot: Slot) -> bool:
         """With a journal: answer ``slot`` from it, or attach it to its batch still running
         upstream. False if the request is new (it goes through the intake as usual)."""

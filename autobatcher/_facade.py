@@ -383,6 +383,9 @@ class BatchOpenAI:
         run_done = self._run_done = anyio.Event()
         finished = False
         try:
+            # the journal is loaded before the first request is taken, so no caller waits
+            # for it (``async with`` returns once it is)
+            await self._engine.load_journal()
             task_status.started()
             await self._engine.run(stop)
             finished = True
@@ -594,7 +597,7 @@ class BatchOpenAI:
         engine = self._engine
         slot = Slot(custom_id, endpoint.path, model, line, inputs)
         del line
-        if self._journal is not None and await engine.recall(slot):
+        if engine.may_recall() and await engine.recall(slot):
             pass  # answered from the journal, or attached to its batch of an earlier run
         elif not engine.offer(slot):
             try:

@@ -48,8 +48,8 @@ RESERVED_METADATA_KEY = "autobatcher_key"
 #: how far back (seconds) the idempotency look-up reads, before the first create attempt
 _LOOKUP_SLACK = 600.0
 #: with a journal, results are committed in transactions of about this many bytes (or lines)
-_COMMIT_BYTES = 1 << 20
-_COMMIT_LINES = 5000
+_COMMIT_BYTES = 4 << 20
+_COMMIT_LINES = 20_000
 #: longest wait between two looks at an uploaded file that is not processed yet
 _FILE_POLL_SECONDS = 5.0
 #: ("": a server that shows no status has nothing to wait for)

@@ -343,7 +343,7 @@ async def test_the_journal_holds_every_answer_before_its_caller_sees_it(tmp_path
     seen_in_journal: list[bool] = []
     async with journaled(emulator, path) as client:
         reply = await client.chat.completions.create(**chat("hello"))
-        row = sqlite3.connect(path).execute("SELECT count(result) FROM requests").fetchone()
+        row = sqlite3.connect(path).execute("SELECT count(*) FROM results").fetchone()
         seen_in_journal.append(row[0] == 1)
     assert reply.choices[0].message.content == "hello"
     assert seen_in_journal == [True]
