@@ -10,6 +10,7 @@ clock, so the fractions below do not depend on the machine's load.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,11 +21,22 @@ from autobatcher import (
     BatchExpiredError,
     BatchFailedError,
     BatchOpenAI,
+    SqliteStore,
     open_batcher,
 )
+from autobatcher.testing import IN_PROCESS_BASE_URL, Emulator
 from autobatcher.types import ChatCompletion
 
-from ._support import Recorder, chat, emulated, gather, in_process, virtual_time
+from ._support import (
+    API_KEY,
+    FAST,
+    Recorder,
+    chat,
+    emulated,
+    gather,
+    in_process,
+    virtual_time,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -240,3 +252,47 @@ def test_max_resubmits_is_checked_and_copied() -> None:
         BatchOpenAI(api_key="k", max_resubmits=-1)
     with pytest.raises(TypeError, match="max_resubmits"):
         BatchOpenAI(api_key="k", max_resubmits=1.5)  # type: ignore[arg-type]
+
+
+async def test_with_a_journal_resubmitted_answers_are_kept_for_the_next_run(
+    tmp_path: Path,
+) -> None:
+    # 100 lines a second, expiry after 0.15 s: about 15 of the 20 run in the first batch, the
+    # rest in a resubmitted one. The journal maps them to the new batch (write-ahead) and
+    # keeps their answers, not the expired lines: a second run answers all 20 from it alone.
+    emulator = Emulator(api_key=API_KEY, lines_per_second=100.0, expire_after_seconds=0.15)
+    path = tmp_path / "run.journal"
+    texts = [f"j{i}" for i in range(20)]
+    recorder = Recorder()
+
+    def journaled(**options: Any) -> BatchOpenAI:
+        return BatchOpenAI(
+            api_key=API_KEY,
+            base_url=IN_PROCESS_BASE_URL,
+            http_client=httpx.AsyncClient(transport=emulator.transport()),
+            journal=path,
+            batch_size=20,
+            **FAST,
+            **options,
+        )
+
+    async with journaled(event_hook=recorder) as client:
+        first = await gather(*[client.chat.completions.create(**chat(t)) for t in texts])
+    assert_echoed(first, texts)
+    assert 0 < resubmitted(recorder) < len(texts)
+    stats = emulator.stats()
+    assert stats.duplicate_executions == 0
+    assert stats.total_executions == len(texts)
+    assert stats.batches_by_status.get("expired", 0) >= 1
+    calls = stats.api_calls
+
+    async with journaled() as client:
+        second = await gather(*[client.chat.completions.create(**chat(t)) for t in texts])
+    assert [r.id for r in second] == [r.id for r in first]
+    assert emulator.stats().api_calls == calls  # no Files/Batches call at all
+    store = SqliteStore(path)
+    store.open_readonly()
+    try:
+        assert store.counts() == {"requests": 20, "answered": 20, "waiting": 0}
+    finally:
+        store.close()
