@@ -37,6 +37,7 @@ from ._support import (
     in_process,
     virtual_time,
 )
+from .test_journal import _answers, _run_child, emulator_process, emulator_stats
 
 pytestmark = pytest.mark.anyio
 
@@ -296,3 +297,22 @@ async def test_with_a_journal_resubmitted_answers_are_kept_for_the_next_run(
         assert store.counts() == {"requests": 20, "answered": 20, "waiting": 0}
     finally:
         store.close()
+
+
+async def test_a_kill_after_resubmission_still_pays_nothing_twice(
+    anyio_backend: tuple[str, Any], tmp_path: Path
+) -> None:
+    # A real process, SIGKILLed right after it created the batch that took over what an
+    # expired one did not run (30 lines a second, expiry after 0.2 s: 6 of 9 ran). The next
+    # run answers those 6 from the journal and attaches the 3 others to the running batch.
+    n = 9
+    journal = tmp_path / "run.journal"
+    async with emulator_process("--expire-after-seconds", "0.2") as base_url:
+        killed = await _run_child(base_url, journal, n, anyio_backend[0], "after-resubmit")
+        assert killed == "killed"
+        output = await _run_child(base_url, journal, n, anyio_backend[0], None)
+        stats = await emulator_stats(base_url)
+    assert _answers(output) == {i: f"question {i}" for i in range(n)}
+    assert stats["duplicate_executions"] == 0
+    assert stats["total_executions"] == n
+    assert stats["batches_created"] == 2
