@@ -83,6 +83,27 @@ async def test_expired_batches_resubmit_what_did_not_run_until_everything_is_ans
 
 
 @virtual_time()
+async def test_a_plain_client_resubmits_too() -> None:
+    # Standalone (no engine task: the waiting callers drive it in turn), the same story.
+    recorder = Recorder()
+    texts = [f"p{i}" for i in range(60)]
+    # 10 lines a second, expiry after 4 s: 40 of 60 run, the other 20 in a second batch
+    emulator_options = {"lines_per_second": 10.0, "expire_after_seconds": 4.0}
+    async with in_process(**emulator_options) as server:
+        client = server.client(batch_size=60, poll_interval_seconds=0.5, event_hook=recorder)
+        try:
+            results = await gather(*[client.chat.completions.create(**chat(t)) for t in texts])
+        finally:
+            await client.close()
+    assert_echoed(results, texts)
+    stats = server.emulator.stats()
+    assert stats.duplicate_executions == 0
+    assert stats.batches_by_status.get("expired", 0) >= 1
+    assert resubmitted(recorder) == 60 - 40
+    assert stats.batches_by_status == {"expired": 1, "completed": 1}
+
+
+@virtual_time()
 async def test_past_max_resubmits_the_caller_gets_batch_expired_error() -> None:
     # Nothing ever runs in time: the first batch and two resubmissions expire, then the
     # callers get BatchExpiredError, and nothing was executed (or paid) at all.
