@@ -6,7 +6,11 @@ every call with a side effect (upload, create) the record is marked *unsure*; an
 finds the flag set looks the file or batch up first, so nothing is paid twice.
 
 What it needs from the engine is the narrow :class:`JobHost` door: whether a hand-over is
-under way, and three notifications (uploaded, finished, a request settled).
+under way or the client aborted, three notifications (uploaded, finished, a request settled),
+and ``resubmit``: requests the server says did not run (an expired batch, a batch failed
+over other lines, a cancel we did not ask for) or failed transiently (429, 5xx,
+``request_timeout``) leave their job and go back into a lane for a new batch, each at most
+``max_resubmits`` times; anything else is an answer, delivered as it is.
 """
 
 from __future__ import annotations
