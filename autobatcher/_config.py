@@ -29,6 +29,13 @@ def _non_negative(instance: object, attribute: attrs.Attribute[Any], value: floa
         raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")
 
 
+def _count(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{attribute.name} must be an int, got {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"{attribute.name} must be >= 0, got {value}")
+
+
 def _optional_positive(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
     if value is not None:
         _positive(instance, attribute, value)
@@ -169,6 +176,9 @@ class BatcherConfig:
     cancel_batches_on_exit: bool | None = None
     shutdown_timeout_seconds: float = attrs.field(default=10.0, validator=_positive)
     fetch_partial_results: bool = True
+    #: how many times one request may go into a new batch after its batch expired, failed
+    #: validation because of another line, or answered it with a transient failure
+    max_resubmits: int = attrs.field(default=3, validator=_count)
     event_hook: Callable[[BatchEvent], object] | None = attrs.field(default=None, repr=False)
 
     def __attrs_post_init__(self) -> None:

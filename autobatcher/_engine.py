@@ -30,7 +30,13 @@ import anyio.abc
 
 from ._config import BatcherConfig
 from ._driver import RUN_MODE, Turns
-from ._errors import APIError, ClientClosedError, EventLoopError, RequestAbortedError
+from ._errors import (
+    APIError,
+    ClientClosedError,
+    EventLoopError,
+    InternalError,
+    RequestAbortedError,
+)
 from ._events import BatchEvent, EventHub
 from ._job import GONE, Job, Phase, Slot
 from ._journal import Journal
@@ -226,7 +232,8 @@ class Engine:
         job = self._resumed.get(custom_id)
         if job is not None and job.phase != Phase.DONE:
             slot.job = job
-            slot.line = None
+            if self.config.max_resubmits == 0:  # else kept: it may go into a new batch
+                slot.line = None
             job.slots[custom_id] = slot
             self.poke()
             return True
@@ -300,6 +307,63 @@ class Engine:
     def settled(self, slot: Slot) -> None:
         if slot is self._turns.driver:
             self.poke()
+
+    def resubmit(self, slots: list[Slot], reason: str, *, batch_id: str | None = None) -> int:
+        """Put requests the server did not run back into lanes, to go in a new batch.
+
+        The runner calls this only for requests the server has told us did not run (their
+        batch expired or failed validation before them, or their line is a transient
+        failure), each with its encoded line kept and within ``max_resubmits``; so nothing
+        is paid twice. Each request leaves its old job before it joins a lane (the caller of
+        the runner has taken it off ``job.slots``), so it is in exactly one job at any time.
+        A request whose caller left meanwhile is skipped; once the engine is aborting, the
+        requests get :class:`RequestAbortedError` instead. The lanes count them against
+        ``max_queued_requests`` as new ones (the intake waits while that is exceeded).
+        Returns how many went back.
+        """
+        now = anyio.current_time()
+        count = 0
+        for slot in slots:
+            if slot.outcome is not None:  # its caller left after the slot left its job
+                continue
+            if self.aborted or slot.line is None:
+                # (the runner never hands over a request without its line: defensive)
+                slot.outcome = (
+                    RequestAbortedError(
+                        f"{self.closed_reason or 'the client stopped'} before request "
+                        f"{slot.custom_id} got its answer"
+                    )
+                    if self.aborted
+                    else InternalError(f"request {slot.custom_id} lost its line; please report it")
+                )
+                slot.line = None
+                fire(slot.signal)
+                self.settled(slot)
+                continue
+            slot.resubmits += 1
+            slot.job = None
+            self._lanes.add(slot, now)
+            count += 1
+        if count:
+            first = slots[0]
+            logger.info(
+                "resubmitting %d request(s) of batch %s in a new batch: %s",
+                count,
+                batch_id,
+                reason,
+            )
+            self.events.emit(
+                BatchEvent(
+                    kind="batch_resubmitted",
+                    batch_id=batch_id,
+                    endpoint=first.endpoint,
+                    model=first.model,
+                    requests=count,
+                    detail=reason,
+                )
+            )
+            self.poke()
+        return count
 
     # -- the loop --------------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ EventKind = Literal[
     "batch_failed",
     "batch_expired",
     "batch_cancelled",
+    "batch_resubmitted",
     "retry",
     "client_closing",
 ]

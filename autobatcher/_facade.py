@@ -109,6 +109,7 @@ class BatchOpenAI:
         cancel_batches_on_exit: bool | None = None,
         shutdown_timeout_seconds: float = 10.0,
         fetch_partial_results: bool = True,
+        max_resubmits: int = 3,
         event_hook: Callable[[BatchEvent], object] | None = None,
         journal: str | os.PathLike[str] | Store | None = None,
     ) -> None:
@@ -151,6 +152,7 @@ class BatchOpenAI:
             cancel_batches_on_exit=cancel_batches_on_exit,
             shutdown_timeout_seconds=shutdown_timeout_seconds,
             fetch_partial_results=fetch_partial_results,
+            max_resubmits=max_resubmits,
             event_hook=event_hook,
         )
         if self._config.api_key is None:
@@ -260,6 +262,7 @@ class BatchOpenAI:
         cancel_batches_on_exit: bool | Omit = omit,
         shutdown_timeout_seconds: float | Omit = omit,
         fetch_partial_results: bool | Omit = omit,
+        max_resubmits: int | Omit = omit,
         event_hook: Callable[[BatchEvent], object] | Omit | None = omit,
     ) -> BatchOpenAI:
         """A new, independent client with this one's options, some of them overridden.
@@ -311,6 +314,7 @@ class BatchOpenAI:
             "cancel_batches_on_exit": cancel_batches_on_exit,
             "shutdown_timeout_seconds": shutdown_timeout_seconds,
             "fetch_partial_results": fetch_partial_results,
+            "max_resubmits": max_resubmits,
             "event_hook": event_hook,
         }
         # Another provider (named, or implied by another base_url) brings its own defaults

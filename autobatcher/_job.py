@@ -56,10 +56,23 @@ class Slot:
     """One request waiting for its answer: a raw result line, or an exception.
 
     Created in the caller's task, it travels through the intake stream into a lane (``job``
-    is set then) and is fired exactly once with its outcome.
+    is set then) and is fired exactly once with its outcome. A request the server says did
+    not run (its batch expired, failed validation over another line, or answered it with a
+    transient failure) may travel into another lane instead: ``resubmits`` counts how often.
+    Its encoded ``line`` is kept until then (see ``JobRunner._upload``).
     """
 
-    __slots__ = ("custom_id", "endpoint", "inputs", "job", "line", "model", "outcome", "signal")
+    __slots__ = (
+        "custom_id",
+        "endpoint",
+        "inputs",
+        "job",
+        "line",
+        "model",
+        "outcome",
+        "resubmits",
+        "signal",
+    )
 
     def __init__(self, custom_id: str, endpoint: str, model: str, line: bytes, inputs: int) -> None:
         self.signal: Signal = new_signal()
@@ -70,6 +83,7 @@ class Slot:
         self.inputs = inputs
         self.job: Job | None = None
         self.outcome: bytes | BaseException | None = None
+        self.resubmits = 0
 
     def done(self) -> bool:
         return self.outcome is not None
@@ -101,6 +115,8 @@ class Job:
     abandoned: bool = False  # every caller left after upload
     resumed: bool = False  # picked up from the journal of an earlier run
     idle_scope: anyio.CancelScope | None = None
+    #: requests taken off this job to go into a new batch, by reason (see JobRunner)
+    retry: dict[str, list[Slot]] = attrs.Factory(dict)
 
     @property
     def phase(self) -> Phase:

@@ -6,13 +6,18 @@ every call with a side effect (upload, create) the record is marked *unsure*; an
 finds the flag set looks the file or batch up first, so nothing is paid twice.
 
 What it needs from the engine is the narrow :class:`JobHost` door: whether a hand-over is
-under way, and three notifications (uploaded, finished, a request settled).
+under way or the client aborted, three notifications (uploaded, finished, a request settled),
+and ``resubmit``: requests the server says did not run (an expired batch, a batch failed
+over other lines, a cancel we did not ask for) or failed transiently (429, 5xx,
+``request_timeout``) leave their job and go back into a lane for a new batch, each at most
+``max_resubmits`` times; anything else is an answer, delivered as it is.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -77,6 +82,15 @@ class JobHost(Protocol):
 
     def settled(self, slot: Slot) -> None:
         """``slot`` was just given its outcome."""
+        ...
+
+    @property
+    def aborted(self) -> bool:
+        """The client stopped for good (and cancels its batches on purpose)."""
+        ...
+
+    def resubmit(self, slots: list[Slot], reason: str, *, batch_id: str | None = None) -> int:
+        """Put requests that did not run (and have left their job) into a new batch."""
         ...
 
 
@@ -232,8 +246,15 @@ class JobRunner:
         record.order = order
         record.upload_unsure = False
         record.phase = Phase.UPLOADED
+        # A request that may still go into another batch keeps its encoded line until its
+        # batch ends, so memory per request is what it was before the upload; one that may
+        # not (``max_resubmits`` spent, or 0) frees it now. (Re-reading the input file from
+        # the server instead would cost a download of the whole file per resubmission, and
+        # several providers delete it, or do not allow downloading it.)
+        max_resubmits = self._config.max_resubmits
         for slot in job.slots.values():
-            slot.line = None
+            if slot.resubmits >= max_resubmits:
+                slot.line = None
         self._host.uploaded(job)
         del lines
         if journal is not None:
@@ -411,26 +432,34 @@ class JobRunner:
         record = job.record
         record.partial = True
         try:
-            if output_id:
-                route, checkpoint = self._reader(job, "output_seen")
-                record.output_seen, _ = await self._wire.stream_lines(
-                    str(output_id),
-                    route,
-                    offset=record.output_seen,
-                    server_offset=True,
-                    checkpoint=checkpoint,
-                )
-            if error_id:
-                route, checkpoint = self._reader(job, "error_seen")
-                record.error_seen, _ = await self._wire.stream_lines(
-                    str(error_id),
-                    route,
-                    offset=record.error_seen,
-                    server_offset=True,
-                    checkpoint=checkpoint,
-                )
+            await self._read_partial_files(job, output_id, error_id)
         except APIError as exc:
             logger.info("partial read of %s failed (%s); will retry", record.batch_id, exc)
+        finally:
+            self._resubmit_taken(job)
+
+    async def _read_partial_files(
+        self, job: Job, output_id: str | None, error_id: str | None
+    ) -> None:
+        record = job.record
+        if output_id:
+            route, checkpoint = self._reader(job, "output_seen")
+            record.output_seen, _ = await self._wire.stream_lines(
+                str(output_id),
+                route,
+                offset=record.output_seen,
+                server_offset=True,
+                checkpoint=checkpoint,
+            )
+        if error_id:
+            route, checkpoint = self._reader(job, "error_seen")
+            record.error_seen, _ = await self._wire.stream_lines(
+                str(error_id),
+                route,
+                offset=record.error_seen,
+                server_offset=True,
+                checkpoint=checkpoint,
+            )
 
     async def _cancel_abandoned(self, job: Job) -> None:
         record = job.record
@@ -463,9 +492,14 @@ class JobRunner:
             if custom_id is None:
                 logger.warning("result line without custom_id in %s: %.200r", record.batch_id, line)
                 return
-            if _did_not_run(line):
-                # not an answer: the request never ran (expired, cancelled), so a later run
-                # may send it again; its caller here still gets the line's error
+            slot = job.slots.get(custom_id)
+            if slot is not None and self._take_for_retry(job, slot, line):
+                del job.slots[custom_id]  # it goes into a new batch: not an answer to keep
+                return
+            if _retry_reason(line, cancelled_by_us=False) is not None:
+                # not an answer to keep: the request never ran (expired, cancelled) or failed
+                # transiently, so a later run may send it again; its caller here still gets
+                # the line's error
                 unrun.append((custom_id, line))
                 return
             pending.append((custom_id, line))
@@ -507,6 +541,8 @@ class JobRunner:
             slot = slots.pop(custom_id, None)
             if slot is None:  # a caller that left, a duplicate line, or not ours
                 return
+            if self._take_for_retry(job, slot, line):
+                return
             slot.outcome = line
             fire(slot.signal)
             host.settled(slot)
@@ -514,15 +550,27 @@ class JobRunner:
         return route
 
     async def _collect(self, job: Job, batch: Batch) -> None:
-        record = job.record
-        status = batch.status
-        batch_id = record.batch_id
-        if status == "failed":
+        if batch.status == "failed":
             self._fail_batch(job, batch)
             self._event("batch_failed", job)
+            self._resubmit_taken(job)
             await self._delete_consumed_files(job, batch)
             self._finish(job)
             return
+        try:
+            await self._settle_ended(job, batch)
+        finally:
+            # (also when a download fails half-way: what was taken is never left behind)
+            self._resubmit_taken(job)
+        await self._delete_consumed_files(job, batch)
+        self._finish(job)
+
+    async def _settle_ended(self, job: Job, batch: Batch) -> None:
+        """Route the result lines of an ended batch, and settle the requests left without one:
+        those that did not run go into a new batch while they may (``job.retry``)."""
+        record = job.record
+        status = batch.status
+        batch_id = record.batch_id
         server_offset = record.partial
         # with a journal every line is kept, whoever waits for it (a later run may ask)
         wanted = bool(job.slots) or self._journal is not None
@@ -553,6 +601,7 @@ class JobRunner:
                 batch_id=batch_id,
             )
             kind: EventKind = "batch_expired"
+            self._take_unrun(job, _EXPIRED)
         elif status == "cancelled":
             make_error = lambda cid: BatchCancelledError(  # noqa: E731
                 "the batch was cancelled before this request ran",
@@ -561,6 +610,8 @@ class JobRunner:
                 batch_id=batch_id,
             )
             kind = "batch_cancelled"
+            if not self._cancelled_by_us(job):
+                self._take_unrun(job, _CANCELLED)
         else:
             make_error = lambda cid: MissingResultError(  # noqa: E731
                 "the batch completed without any result line for this request",
@@ -570,8 +621,46 @@ class JobRunner:
             kind = "batch_completed"
         self._settle_all(job, make_error)
         self._event(kind, job)
-        await self._delete_consumed_files(job, batch)
-        self._finish(job)
+
+    # -- resubmission ---------------------------------------------------------------------------
+
+    def _may_resubmit(self, slot: Slot) -> bool:
+        return slot.line is not None and slot.resubmits < self._config.max_resubmits
+
+    def _cancelled_by_us(self, job: Job) -> bool:
+        """Whether we cancelled the job's batch on purpose (every caller left, client exit)."""
+        return job.record.cancel_sent or self._host.aborted
+
+    def _take_for_retry(self, job: Job, slot: Slot, line: bytes) -> bool:
+        """Whether ``line`` says ``slot``'s request did not run or failed transiently, and the
+        request may go into a new batch; if so it is added to ``job.retry`` (the caller takes
+        it off ``job.slots``). A permanent failure (400, 404 …) is an answer: False."""
+        if not self._may_resubmit(slot):
+            return False
+        reason = _retry_reason(line, cancelled_by_us=self._cancelled_by_us(job))
+        if reason is None:
+            return False
+        job.retry.setdefault(reason, []).append(slot)
+        return True
+
+    def _take_unrun(self, job: Job, reason: str, keep: frozenset[str] = frozenset()) -> None:
+        """Move the job's waiting requests (but ``keep``) that may go into a new batch to
+        ``job.retry``: the server said they did not run."""
+        slots = job.slots
+        taken = [
+            custom_id
+            for custom_id, slot in slots.items()
+            if custom_id not in keep and self._may_resubmit(slot)
+        ]
+        if taken:
+            job.retry.setdefault(reason, []).extend(slots.pop(cid) for cid in taken)
+
+    def _resubmit_taken(self, job: Job) -> None:
+        """Hand the requests in ``job.retry`` to the engine for a new batch."""
+        retry = job.retry
+        while retry:
+            reason, slots = retry.popitem()
+            self._host.resubmit(slots, reason, batch_id=job.record.batch_id)
 
     def _fail_batch(self, job: Job, batch: Batch) -> None:
         raw_errors = batch.to_dict().get("errors")
@@ -612,7 +701,18 @@ class JobRunner:
                 batch_id=job.record.batch_id,
             )
 
-        logger.warning("batch %s (%d requests) failed: %s", job.record.batch_id, job.size, summary)
+        if by_custom_id:
+            # Validation names the offending lines, and nothing ran: the others may go into
+            # a new batch without them. (A failure naming no line leaves no way to tell.)
+            self._take_unrun(job, _INVALID_OTHERS, keep=frozenset(by_custom_id))
+        resubmitting = sum(map(len, job.retry.values()))
+        logger.warning(
+            "batch %s (%d requests) failed: %s%s",
+            job.record.batch_id,
+            job.size,
+            summary,
+            f" ({resubmitting} other requests go into a new batch)" if resubmitting else "",
+        )
         self._settle_all(job, error_for)
 
     def _lose(self, job: Job, message: str) -> None:
@@ -650,18 +750,49 @@ class JobRunner:
         )
 
 
-_NOT_RUN_CODES = (b'"batch_expired"', b'"batch_cancelled"')
+# Why a request goes into a new batch (the ``detail`` of its ``batch_resubmitted`` event).
+_EXPIRED = "batch expired before running them"
+_CANCELLED = "batch cancelled upstream before running them"
+_INVALID_OTHERS = "batch failed validation on other lines"
+#: result-line statuses that say "try again later": rate limited, server trouble
+_TRANSIENT_STATUSES = frozenset({429, 500, 502, 503})
+#: result-line error codes that say the request did not run, or timed out upstream
+_TRANSIENT_CODES = {
+    "batch_expired": _EXPIRED,
+    "batch_cancelled": _CANCELLED,
+    "request_timeout": "transient failure (request_timeout)",
+}
+#: cheap first look, so that the common line (a 200) is never parsed here
+_TRANSIENT_HINT = re.compile(
+    rb'"status_code"\s*:\s*(?:429|50[023])\b|"(?:batch_expired|batch_cancelled|request_timeout)"'
+)
 
 
-def _did_not_run(line: bytes) -> bool:
-    """A result line saying its request never ran (the batch expired or was cancelled first)."""
-    if not any(code in line for code in _NOT_RUN_CODES):
-        return False
+def _retry_reason(line: bytes, *, cancelled_by_us: bool) -> str | None:
+    """Why the request of result ``line`` should run again in a new batch, or None: the line
+    is an answer (a success, or a permanent failure)."""
+    if _TRANSIENT_HINT.search(line) is None:
+        return None
     try:
-        error = json.loads(line).get("error")
-    except (ValueError, AttributeError):
-        return False
-    return isinstance(error, dict) and error.get("code") in ("batch_expired", "batch_cancelled")
+        data = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    error = data.get("error")
+    code = error.get("code") if isinstance(error, dict) else None
+    response = data.get("response")
+    if isinstance(response, dict):
+        status = response.get("status_code")
+        if status in _TRANSIENT_STATUSES:
+            return f"transient failure (status {status})"
+        body = response.get("body")
+        body_error = body.get("error") if isinstance(body, dict) else None
+        if code is None and isinstance(body_error, dict) and status != 200:
+            code = body_error.get("code")
+    if code == "batch_cancelled" and cancelled_by_us:
+        return None
+    return _TRANSIENT_CODES.get(code) if isinstance(code, str) else None
 
 
 def settle_all(job: Job, make_error: Callable[[str], BaseException], host: JobHost) -> None:

@@ -47,6 +47,8 @@ async def main(base_url: str, journal: str, n: int, pause_at: str | None) -> Non
             paused(pause_at)
             await anyio.sleep(120)
 
+    creates: list[str] = []
+
     async def on_response(response: httpx.Response) -> None:
         request = response.request
         path = request.url.path
@@ -56,6 +58,11 @@ async def main(base_url: str, journal: str, n: int, pause_at: str | None) -> Non
         if pause_at == "after-create" and request.method == "POST" and path.endswith("/batches"):
             paused(pause_at)
             await anyio.sleep(120)
+        if pause_at == "after-resubmit" and request.method == "POST" and path.endswith("/batches"):
+            creates.append(path)
+            if len(creates) == 2:  # the batch that took over what the first did not run
+                paused(pause_at)
+                await anyio.sleep(120)
         if pause_at == "mid-download" and path.endswith("/content"):
             paused(pause_at)
             await anyio.sleep(120)

@@ -240,7 +240,11 @@ async def test_expired_batch_delivers_finished_results_and_expires_the_rest() ->
     # One line a second, expired after 15 s: 15 lines done, 25 expired (not a race with the
     # machine's speed: the loop's clock is virtual).
     options = {"lines_per_second": 1.0, "expire_after_seconds": 15}
-    async with emulated(options, batch_size=40, poll_interval_seconds=1) as (_server, client):
+    # (max_resubmits=0: the unrun requests are not sent again; tests/test_resubmit.py has that)
+    async with emulated(options, batch_size=40, poll_interval_seconds=1, max_resubmits=0) as (
+        _server,
+        client,
+    ):
         results = await gather(
             *[client.chat.completions.create(**chat(f"e{i}")) for i in range(40)]
         )
@@ -271,7 +275,11 @@ async def test_cancelled_batch_delivers_finished_results_and_cancels_the_rest() 
             server.http(event_hooks={"response": [cancel_at_twenty_done]}) as http,
             open_batcher(
                 **server.options(
-                    http_client=http, batch_size=60, poll_interval_seconds=10, event_hook=recorder
+                    http_client=http,
+                    batch_size=60,
+                    poll_interval_seconds=10,
+                    event_hook=recorder,
+                    max_resubmits=0,  # (else the unrun go into a new batch: test_resubmit.py)
                 )
             ) as client,
         ):

@@ -180,6 +180,7 @@ async def test_the_completion_window_expires_half_done_work_in_virtual_time() ->
             http_client=http_client,
             batch_size=10,
             poll_interval_seconds=10 * 60,
+            max_resubmits=0,  # (else the unrun go into a new batch: test_resubmit.py)
             event_hook=recorder,
         ) as client:
             texts = [f"e{i}" for i in range(10)]
@@ -232,7 +233,11 @@ async def test_an_invalid_line_fails_validation_and_names_its_request() -> None:
         http_client,
     ):
         async with open_batcher(
-            api_key=API_KEY, base_url=IN_PROCESS_BASE_URL, http_client=http_client, **FAST
+            api_key=API_KEY,
+            base_url=IN_PROCESS_BASE_URL,
+            http_client=http_client,
+            max_resubmits=0,  # (else the others go into a new batch: test_resubmit.py)
+            **FAST,
         ) as client:
             with anyio.fail_after(10):
                 results = await ask_many(client, texts)

@@ -17,7 +17,8 @@ a test runs a whole day of batch lifecycle (validation, processing, polls, expir
 Markers in a request's text inject per-request outcomes:
 
 * ``[[status:NNN]]`` — the request fails with HTTP status NNN (in a batch: a line with
-  ``response.status_code`` NNN in the error file);
+  ``response.status_code`` NNN in the error file); ``[[status:NNN:once]]`` (or ``:N``)
+  fails only the first (N) execution(s) of that very body, then it succeeds;
 * ``[[error:CODE]]`` — (batch) the line comes back as ``{"response": null, "error": {...}}``;
 * ``[[drop]]`` — (batch) the request gets no line in either file;
 * ``[[invalid]]`` — the whole batch fails validation, with an ``errors.data`` entry

@@ -828,6 +828,7 @@ class Emulator:
             now=self.wall(self.now()) or 0,
             dims=self._config.embedding_dimensions,
             known_models=self._config.known_models,
+            attempt=self._executions[canonical],
         )
         if status == LINE_ERROR and payload is not None:
             return 500, error_body(500, payload["message"], code=payload["code"])
@@ -931,7 +932,13 @@ class Emulator:
             canonical = _canonical(body)
             executions[canonical] += 1
             status, payload = execute(
-                url, body, canonical, now=created, dims=dims, known_models=known_models
+                url,
+                body,
+                canonical,
+                now=created,
+                dims=dims,
+                known_models=known_models,
+                attempt=executions[canonical],
             )
             if status == DROP:
                 continue

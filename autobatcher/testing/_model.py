@@ -5,6 +5,8 @@ a response's output text is the input text. Embeddings are unit vectors derived 
 hash of the input. Markers in the request text inject per-request faults:
 
 * ``[[status:NNN]]`` — the request fails with HTTP status NNN and an OpenAI error body;
+  ``[[status:NNN:once]]`` (or ``:N``) only on the first (N) execution(s) of that very body,
+  then it succeeds: a transient failure that a retry gets past;
 * ``[[error:CODE]]`` — (batch) the line comes back as ``{"response": null, "error": {...}}``;
 * ``[[drop]]`` — (batch) the request gets no line in either file;
 * ``[[invalid]]`` — the request is invalid: a batch holding it fails *validation*, with an
@@ -52,7 +54,7 @@ DROP = 0
 #: (status, payload): status 2xx/4xx/5xx with a response body, LINE_ERROR, or DROP.
 Outcome = tuple[int, dict[str, Any] | None]
 
-_MARKER = re.compile(r"\[\[(?:status:(\d{3})|error:([A-Za-z0-9_.:\-]+)|(drop))\]\]")
+_MARKER = re.compile(r"\[\[(?:status:(\d{3})(?::(once|\d+))?|error:([A-Za-z0-9_.:\-]+)|(drop))\]\]")
 _FLAG = "[[flag]]"
 #: The marker that makes a request fail validation (see the module docstring).
 INVALID = "[[invalid]]"
@@ -370,11 +372,13 @@ def execute(
     now: int,
     dims: int,
     known_models: tuple[str, ...] | None = None,
+    attempt: int = 1,
 ) -> Outcome:
     """Run one request through the fake model.
 
     ``canonical`` is the body's canonical JSON; markers are searched for in it. With
     ``known_models``, a request naming any other model gets OpenAI's 404 ``model_not_found``.
+    ``attempt`` is how many times this body has run, this time included (``[[status:N:once]]``).
     """
     if "[[" in canonical:
         if INVALID in canonical:
@@ -383,7 +387,7 @@ def execute(
             )
         match = _MARKER.search(canonical)
         if match is not None:
-            status, code, drop = match.groups()
+            status, times, code, drop = match.groups()
             if drop:
                 return DROP, None
             if code:
@@ -391,7 +395,8 @@ def execute(
                     "code": code,
                     "message": f"The request failed with error code {code} (injected).",
                 }
-            if status:
+            failing = times is None or attempt <= (1 if times == "once" else int(times))
+            if status and failing:
                 n = int(status)
                 if n >= 400:
                     return n, error_body(n, f"Injected failure with status {n}.")
