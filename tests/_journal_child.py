@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import faulthandler
 import json
+import os
 import signal
 import sys
 import time
@@ -22,6 +23,8 @@ from autobatcher import BatchOpenAI, SqliteStore
 from autobatcher._job import JobRecord
 
 API_KEY = "sk-journal"
+#: makes this run's questions its own on an emulator that other runs share
+TAG = os.environ.get("AB_CHILD_TAG", "")
 
 
 def paused(point: str) -> None:
@@ -82,7 +85,8 @@ async def main(base_url: str, journal: str, n: int, pause_at: str | None) -> Non
 
         async def ask(index: int) -> None:
             reply = await client.chat.completions.create(
-                model="gpt-4o-mini", messages=[{"role": "user", "content": f"question {index}"}]
+                model="gpt-4o-mini",
+                messages=[{"role": "user", "content": f"{TAG}question {index}"}],
             )
             answers[index] = reply.choices[0].message.content or ""
 

@@ -14,8 +14,8 @@ import sqlite3
 import stat
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from autobatcher import (
     Store,
     open_batcher,
 )
+from autobatcher._cli import main
 from autobatcher.testing import IN_PROCESS_BASE_URL, Emulator
 
 from ._support import API_KEY, chat
@@ -277,11 +278,13 @@ async def emulator_stats(base_url: str) -> dict[str, Any]:
     return stats
 
 
-async def _run_child(base_url: str, journal: Path, n: int, backend: str, pause: str | None) -> str:
+async def _run_child(
+    base_url: str, journal: Path, n: int, backend: str, pause: str | None, tag: str = ""
+) -> str:
     args = [sys.executable, str(CHILD), base_url, str(journal), str(n), backend]
     if pause:
         args.append(pause)
-    env = {**os.environ, "PYTHONPATH": str(CHILD.parent.parent)}
+    env = {**os.environ, "PYTHONPATH": str(CHILD.parent.parent), "AB_CHILD_TAG": tag}
     async with await anyio.open_process(args, env=env) as process:
         assert process.stdout is not None
         buffered = b""
@@ -301,22 +304,78 @@ def _answers(output: str) -> dict[int, str]:
     return {int(k): v for k, v in json.loads(line.removeprefix("ANSWERS ")).items()}
 
 
+@contextmanager
+def emulator_process_sync(*flags: str) -> Iterator[str]:
+    """``emulator_process`` for synchronous tests (and module fixtures)."""
+    args = [sys.executable, "-m", "autobatcher", "emulate", "--port", "0"]
+    args += ["--api-key", CHILD_KEY, "--lines-per-second", "30", *flags]
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()
+        yield first.split("serving at ", 1)[1].split()[0]
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@pytest.fixture(scope="module")
+def shared_emulator() -> Iterator[str]:
+    """One emulator process for the kill tests (each asks its own questions): its start-up
+    is most of what a fresh one per test would cost."""
+    with emulator_process_sync() as base_url:
+        yield base_url
+
+
+def run_child_sync(base_url: str, journal: Path, n: int, pause: str | None) -> str:
+    """The child program on asyncio; with ``pause``, SIGKILLed there ("killed")."""
+    args = [sys.executable, str(CHILD), base_url, str(journal), str(n), "asyncio"]
+    env = {**os.environ, "PYTHONPATH": str(CHILD.parent.parent)}
+    process = subprocess.Popen(
+        [*args, *([pause] if pause else [])], stdout=subprocess.PIPE, env=env
+    )
+    assert process.stdout is not None
+    try:
+        output = b""
+        for line in process.stdout:
+            output += line
+            if pause and line.startswith(f"PAUSED {pause}".encode()):
+                process.kill()
+                return "killed"
+        process.wait(timeout=60)
+        return output.decode()
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+
+
+def stats_sync(base_url: str) -> dict[str, Any]:
+    stats: dict[str, Any] = httpx.get(f"{base_url.removesuffix('/v1')}/_emulator/stats").json()
+    return stats
+
+
 @pytest.mark.anyio
 @pytest.mark.parametrize("point", KILL_POINTS)
 async def test_kill_9_then_rerun_answers_everything_once_and_pays_once(
-    point: str, anyio_backend: tuple[str, Any], tmp_path: Path
+    point: str, anyio_backend: tuple[str, Any], shared_emulator: str, tmp_path: Path
 ) -> None:
     backend = anyio_backend[0]
     n = 12
+    tag = f"{point}-{backend}-{tmp_path.name}: "
     journal = tmp_path / "run.journal"
-    async with emulator_process() as base_url:
-        assert await _run_child(base_url, journal, n, backend, point) == "killed"
-        output = await _run_child(base_url, journal, n, backend, None)
-        stats = await emulator_stats(base_url)
-    assert _answers(output) == {i: f"question {i}" for i in range(n)}
-    assert stats["duplicate_executions"] == 0
-    assert stats["batches_created"] == 1
-    assert stats["total_executions"] == n
+    base_url = shared_emulator
+    before = await emulator_stats(base_url)
+    assert await _run_child(base_url, journal, n, backend, point, tag) == "killed"
+    output = await _run_child(base_url, journal, n, backend, None, tag)
+    after = await emulator_stats(base_url)
+    assert _answers(output) == {i: f"{tag}question {i}" for i in range(n)}
+    mine = [count for body, count in after["executions"].items() if tag in body]
+    assert sorted(mine) == [1] * n  # every request ran, and once
+    assert after["batches_created"] - before["batches_created"] == 1
 
 
 @pytest.mark.anyio
@@ -363,40 +422,72 @@ async def test_open_batcher_takes_a_journal_too(tmp_path: Path) -> None:
         assert (await client.embeddings.create(model="e", input="x")).data
 
 
-@pytest.mark.anyio
-async def test_the_journal_command_shows_collects_exports_and_prunes(
-    anyio_backend: tuple[str, Any], tmp_path: Path
+def journal_cli(capsys: pytest.CaptureFixture[str], journal: Path, *args: str) -> Any:
+    """``autobatcher journal PATH --json ARGS`` run in this process; its JSON answer."""
+    assert main(["journal", str(journal), "--json", *args]) == 0
+    out = capsys.readouterr().out
+    return json.loads(out) if args[0] != "export" else None
+
+
+def test_the_journal_command_shows_collects_exports_and_prunes(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", CHILD_KEY)
     journal = tmp_path / "run.journal"
     exported = tmp_path / "out.jsonl"
-
-    async def cli(*args: str) -> Any:
-        command = [sys.executable, "-m", "autobatcher", "journal", str(journal), "--json", *args]
-        env = {**os.environ, "OPENAI_API_KEY": CHILD_KEY}
-        done = await anyio.run_process(command, env=env, check=True)
-        return json.loads(done.stdout) if args[0] != "export" else None
-
-    async with emulator_process() as base_url:
+    with emulator_process_sync() as base_url:
         # a program dies with its batch running upstream
-        assert await _run_child(base_url, journal, 12, anyio_backend[0], "poll") == "killed"
-        before = await cli("status")
+        assert run_child_sync(base_url, journal, 12, "poll") == "killed"
+        before = journal_cli(capsys, journal, "status")
         assert before["waiting"] == 12
         assert before["jobs_by_phase"] == {"submitted": 1}
-        (job,) = await cli("list")
+        (job,) = journal_cli(capsys, journal, "list")
         assert job["batch_id"].startswith("batch_")
-        collected = await cli("collect")
-        stats = await emulator_stats(base_url)
+        collected = journal_cli(capsys, journal, "collect")
+        stats = stats_sync(base_url)
     assert collected == {"requests": 12, "answered": 12, "waiting": 0}
     assert stats["batches_created"] == 1
-    after = await cli("status")
+    after = journal_cli(capsys, journal, "status")
     assert after["jobs_by_phase"] == {"done": 1}
     assert after["tokens"]["total"] > 0
-    await cli("export", "-o", str(exported))
+    journal_cli(capsys, journal, "export", "-o", str(exported))
     lines = [json.loads(line) for line in exported.read_text().splitlines()]
     assert sorted(line["custom_id"] for line in lines) == sorted(job_ids(journal))
     assert all(line["response"]["status_code"] == 200 for line in lines)
-    assert await cli("prune", "--older-than-days", "0") == {"pruned": 12}
-    assert (await cli("status"))["requests"] == 0
+    assert journal_cli(capsys, journal, "prune", "--older-than-days", "0") == {"pruned": 12}
+    assert journal_cli(capsys, journal, "status")["requests"] == 0
+    # and in words, for people
+    assert main(["journal", str(journal), "status"]) == 0
+    assert "requests: 0 (0 answered, 0 waiting)" in capsys.readouterr().out
+
+
+def test_the_journal_command_cancels_what_an_earlier_run_left_running(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", CHILD_KEY)
+    journal = tmp_path / "run.journal"
+    with emulator_process_sync("--lines-per-second", "0.5") as base_url:
+        assert run_child_sync(base_url, journal, 12, "poll") == "killed"
+        (job,) = journal_cli(capsys, journal, "list")
+        cancelled = journal_cli(capsys, journal, "cancel")
+        assert cancelled == {"cancelled": [job["batch_id"]], "failed": {}}
+        collected = journal_cli(capsys, journal, "collect")
+        stats = stats_sync(base_url)
+    assert stats["batches_by_status"] == {"cancelled": 1}
+    # what ran before the cancel is kept; the rest never ran and is not charged
+    assert collected["answered"] == stats["total_executions"] < 12
+
+
+def test_the_journal_command_says_what_is_wrong_in_one_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    assert main(["journal", str(tmp_path / "missing"), "status"]) == 1
+    assert capsys.readouterr().err.count("\n") == 1
+    journal = tmp_path / "run.journal"
+    release(BatchOpenAI(api_key="k", base_url="http://127.0.0.1:1/v1", journal=journal))
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    assert main(["journal", str(journal), "collect"]) == 1
+    assert "OPENAI_API_KEY" in capsys.readouterr().err
 
 
 def job_ids(journal: Path) -> list[str]:
@@ -405,24 +496,3 @@ def job_ids(journal: Path) -> list[str]:
         return [row[0] for row in db.execute("SELECT custom_id FROM requests")]
     finally:
         db.close()
-
-
-@pytest.mark.anyio
-async def test_the_journal_command_cancels_what_an_earlier_run_left_running(
-    anyio_backend: tuple[str, Any], tmp_path: Path
-) -> None:
-    journal = tmp_path / "run.journal"
-    command = [sys.executable, "-m", "autobatcher", "journal", str(journal), "--json"]
-    env = {**os.environ, "OPENAI_API_KEY": CHILD_KEY}
-    async with emulator_process("--lines-per-second", "0.5") as base_url:
-        assert await _run_child(base_url, journal, 12, anyio_backend[0], "poll") == "killed"
-        done = await anyio.run_process([*command, "cancel"], env=env, check=True)
-        (job,) = json.loads((await anyio.run_process([*command, "list"], check=True)).stdout)
-        assert json.loads(done.stdout) == {"cancelled": [job["batch_id"]], "failed": {}}
-        collected = json.loads(
-            (await anyio.run_process([*command, "collect"], env=env, check=True)).stdout
-        )
-        stats = await emulator_stats(base_url)
-    assert stats["batches_by_status"] == {"cancelled": 1}
-    # what ran before the cancel is kept; the rest never ran and is not charged
-    assert collected["answered"] == stats["total_executions"] < 12
