@@ -441,25 +441,26 @@ class JobRunner:
     async def _read_partial_files(
         self, job: Job, output_id: str | None, error_id: str | None
     ) -> None:
+        await self._read_files(job, output_id, error_id, server_offset=True)
+
+    async def _read_files(
+        self, job: Job, output_id: str | None, error_id: str | None, *, server_offset: bool
+    ) -> None:
+        """Feed the output file, then the error file, to the job's reader, each from the
+        offset the record holds (the lines already routed are never read twice)."""
         record = job.record
-        if output_id:
-            route, checkpoint = self._reader(job, "output_seen")
-            record.output_seen, _ = await self._wire.stream_lines(
-                str(output_id),
+        for file_id, offset_field in ((output_id, "output_seen"), (error_id, "error_seen")):
+            if not file_id:
+                continue
+            route, checkpoint = self._reader(job, offset_field)
+            seen, _ = await self._wire.stream_lines(
+                str(file_id),
                 route,
-                offset=record.output_seen,
-                server_offset=True,
+                offset=getattr(record, offset_field),
+                server_offset=server_offset,
                 checkpoint=checkpoint,
             )
-        if error_id:
-            route, checkpoint = self._reader(job, "error_seen")
-            record.error_seen, _ = await self._wire.stream_lines(
-                str(error_id),
-                route,
-                offset=record.error_seen,
-                server_offset=True,
-                checkpoint=checkpoint,
-            )
+            setattr(record, offset_field, seen)
 
     async def _cancel_abandoned(self, job: Job) -> None:
         record = job.record
@@ -574,23 +575,9 @@ class JobRunner:
         server_offset = record.partial
         # with a journal every line is kept, whoever waits for it (a later run may ask)
         wanted = bool(job.slots) or self._journal is not None
-        if batch.output_file_id and wanted:
-            route, checkpoint = self._reader(job, "output_seen")
-            record.output_seen, _ = await self._wire.stream_lines(
-                batch.output_file_id,
-                route,
-                offset=record.output_seen,
-                server_offset=server_offset,
-                checkpoint=checkpoint,
-            )
-        if batch.error_file_id and wanted:
-            route, checkpoint = self._reader(job, "error_seen")
-            record.error_seen, _ = await self._wire.stream_lines(
-                batch.error_file_id,
-                route,
-                offset=record.error_seen,
-                server_offset=server_offset,
-                checkpoint=checkpoint,
+        if wanted:
+            await self._read_files(
+                job, batch.output_file_id, batch.error_file_id, server_offset=server_offset
             )
         make_error: Callable[[str], BaseException]
         if status == "expired":
