@@ -102,6 +102,7 @@ async def main(base_url: str, journal: str, n: int, pause_at: str | None) -> Non
 
 
 if __name__ == "__main__":
+    # a child that hangs can be asked for its stacks: kill -USR1 PID
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     base_url, journal, count, backend = sys.argv[1:5]
     pause = sys.argv[5] if len(sys.argv) > 5 else None
