@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import hmac
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ._model import ENDPOINTS, error_body
@@ -226,6 +226,110 @@ def _form_expiry(anchor: object, seconds: object) -> float | None:
     return value
 
 
+def _byte_range(header: str | None, size: int) -> tuple[int, int] | str | None:
+    """The one byte range ``[start, stop)`` a ``Range`` header asks of ``size`` bytes;
+    ``None`` to ignore it (absent, malformed, several ranges: a server may answer those
+    whole), ``"unsatisfiable"`` when it starts at or past the end."""
+    if header is None:
+        return None
+    unit, _, spec = header.strip().partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec:
+        return None
+    first, dash, last = spec.strip().partition("-")
+    if not dash:
+        return None
+    try:
+        if not first:  # a suffix: the last N bytes
+            count = int(last)
+            if count <= 0 or size == 0:
+                return "unsatisfiable"
+            return max(size - count, 0), size
+        start = int(first)
+        stop = int(last) + 1 if last else size
+    except ValueError:
+        return None
+    if start >= size:
+        return "unsatisfiable"
+    if stop <= start:
+        return None
+    return start, min(stop, size)
+
+
+def _byte_slices(pieces: list[bytes], start: int, stop: int) -> Iterator[bytes | memoryview]:
+    """Bytes ``[start, stop)`` of the concatenated ``pieces`` in chunks of about ``_CHUNK``,
+    without joining the whole."""
+    buffer: list[bytes | memoryview] = []
+    buffered = 0
+    position = 0
+    for piece in pieces:
+        end = position + len(piece)
+        low = max(start - position, 0)
+        high = min(stop, end) - position
+        position = end
+        if high <= low:
+            if position >= stop:
+                break
+            continue
+        view = memoryview(piece)
+        while low < high:
+            take = min(high - low, _CHUNK - buffered)
+            buffer.append(piece if take == len(piece) else view[low : low + take])
+            buffered += take
+            low += take
+            if buffered >= _CHUNK:
+                yield buffer[0] if len(buffer) == 1 else b"".join(buffer)
+                buffer, buffered = [], 0
+    if buffer:
+        yield buffer[0] if len(buffer) == 1 else b"".join(buffer)
+
+
+class _FileContent(Response):
+    """A file download: bytes ``[start, stop)`` of the lines, streamed; cut off mid-body when
+    the emulator is set to drop downloads (``content_drop_after_bytes``)."""
+
+    def __init__(
+        self,
+        emulator: Emulator,
+        pieces: list[bytes],
+        start: int,
+        stop: int,
+        status: int,
+        headers: dict[str, str],
+        media_type: str,
+    ) -> None:
+        self.status_code = status
+        self.background = None
+        self.media_type = media_type
+        self._emulator = emulator
+        self._pieces = pieces
+        self._start = start
+        self._stop = stop
+        all_headers = {**headers, "content-type": media_type, "content-length": str(stop - start)}
+        self.raw_headers = [
+            (name.lower().encode("latin-1"), value.encode("latin-1"))
+            for name, value in all_headers.items()
+        ]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        emulator = self._emulator
+        length = self._stop - self._start
+        if scope.get("method") == "HEAD":
+            length = 0
+        drop_at = emulator.content_drop_point()
+        dropping = drop_at is not None and drop_at < length
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+        stop = self._start + (drop_at if dropping and drop_at is not None else length)
+        for chunk in _byte_slices(self._pieces, self._start, stop):
+            emulator.count_content_bytes(len(chunk))
+            await send({"type": "http.response.body", "body": bytes(chunk), "more_body": True})
+        if dropping:
+            emulator.count_content_drop()
+            return  # the body stays unfinished: the server closes the connection mid-file
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
 def build_app(emulator: Emulator) -> ASGIApp:
     """The emulator's ASGI application."""
     from ._emulator import ApiError
@@ -274,8 +378,9 @@ def build_app(emulator: Emulator) -> ASGIApp:
         if offset is None:
             offset = _int_param(request, "skip", 0)
         limit = _int_param(request, "limit", None)
+        file_id = request.path_params["file_id"]
         lines, incomplete, last_line = emulator.file_content(
-            request.path_params["file_id"], offset=offset or 0, limit=limit
+            file_id, offset=offset or 0, limit=limit
         )
         doubleword = emulator.config.flavour == "doubleword"
         headers: dict[str, str] = {}
@@ -286,23 +391,25 @@ def build_app(emulator: Emulator) -> ASGIApp:
             }
         media_type = "application/x-ndjson" if doubleword else "application/octet-stream"
         size = sum(map(len, lines))
-        if size <= _CHUNK:
-            return Response(b"".join(lines), headers=headers, media_type=media_type)
-
-        async def chunks() -> AsyncIterator[bytes]:
-            buffer: list[bytes] = []
-            buffered = 0
-            for line in lines:
-                buffer.append(line)
-                buffered += len(line)
-                if buffered >= _CHUNK:
-                    yield b"".join(buffer)
-                    buffer, buffered = [], 0
-            if buffer:
-                yield b"".join(buffer)
-
-        headers["content-length"] = str(size)
-        return StreamingResponse(chunks(), headers=headers, media_type=media_type)
+        # one ETag per representation: a file that grows (partial results) changes it
+        etag = f'"{file_id}-{offset or 0}-{limit if limit is not None else "all"}-{size}"'
+        headers["etag"] = etag
+        start, stop, status = 0, size, 200
+        if emulator.config.content_ranges:
+            headers["accept-ranges"] = "bytes"
+            wanted = _byte_range(request.headers.get("range"), size)
+            if_range = request.headers.get("if-range")
+            if wanted is not None and (if_range is None or if_range == etag):
+                if isinstance(wanted, str):  # unsatisfiable
+                    raise ApiError(
+                        416,
+                        f"Range not satisfiable: the file has {size} bytes.",
+                        headers={"content-range": f"bytes */{size}"},
+                    )
+                start, stop = wanted
+                status = 206
+                headers["content-range"] = f"bytes {start}-{stop - 1}/{size}"
+        return _FileContent(emulator, lines, start, stop, status, headers, media_type)
 
     async def create_batch(request: Request) -> Response:
         body = await _json_body(request)

@@ -181,6 +181,14 @@ class EmulatorConfig:
     so the rates add up. ``fault_seed`` makes
     the draws (and the output shuffle) reproducible.
 
+    Downloads (``GET /v1/files/{id}/content``): ``content_ranges`` honours ``Range: bytes=``
+    (a ``206`` with ``Content-Range``, ``Accept-Ranges: bytes``, ``If-Range`` against the
+    ``ETag``); switched off, a Range is ignored and the whole file comes with a ``200``, as
+    from a server without range support. ``content_drop_after_bytes`` cuts the next
+    ``content_drops`` file downloads off after that many body bytes each (the connection
+    drops mid-file); setting either starts the count again. ``EmulatorStats.content_bytes``
+    counts the body bytes of every download sent.
+
     Models: any model name is accepted unless ``known_models`` is given; then a request naming
     another model fails as OpenAI fails it, with a 404 ``model_not_found`` error (a batch line
     gets it in its ``response``; a real-time call as its HTTP answer). A moderation request
@@ -212,6 +220,9 @@ class EmulatorConfig:
     drop_after_processing: bool = True
     fault_seed: int | None = None
     fault_paths: tuple[str, ...] | None = attrs.field(default=None, converter=_names)
+    content_ranges: bool = True
+    content_drop_after_bytes: int | None = attrs.field(default=None, validator=_non_negative)
+    content_drops: int = attrs.field(default=0, validator=_non_negative)
     shuffle_output: bool = True
     clock: Callable[[], float] | None = None
     embedding_dimensions: int = attrs.field(default=8, validator=_positive)
@@ -279,6 +290,8 @@ class EmulatorStats:
     faults_injected: int = 0
     faults_by_kind: Mapping[str, int] = attrs.field(factory=dict)
     executions: Mapping[str, int] = attrs.field(factory=dict)
+    #: body bytes of file downloads sent (partial ones included): what a client paid for
+    content_bytes: int = 0
 
     @property
     def total_executions(self) -> int:
@@ -303,6 +316,7 @@ class EmulatorStats:
             "faults_injected": self.faults_injected,
             "faults_by_kind": dict(self.faults_by_kind),
             "executions": dict(self.executions),
+            "content_bytes": self.content_bytes,
             "total_executions": self.total_executions,
             "duplicate_executions": self.duplicate_executions,
         }

@@ -177,6 +177,7 @@ class Emulator:
         self._shuffle_rng = random.Random(self._config.fault_seed)
         self._anchor()
         self._app: ASGIApp | None = None
+        self._content_drops_done = 0
         self.reset_stats()
 
     # -- configuration and statistics -------------------------------------------------
@@ -206,6 +207,8 @@ class Emulator:
         old = self._config
         self._config = new
         self._quirks = new.quirks
+        if "content_drop_after_bytes" in changes or "content_drops" in changes:
+            self._content_drops_done = 0
         if "fault_seed" in changes:
             self._fault_rng = random.Random(new.fault_seed)
             self._shuffle_rng = random.Random(new.fault_seed)
@@ -231,6 +234,7 @@ class Emulator:
             faults_injected=sum(self._faults.values()),
             faults_by_kind=dict(self._faults),
             executions=dict(self._executions),
+            content_bytes=self._content_bytes,
         )
 
     def reset_stats(self) -> None:
@@ -242,6 +246,7 @@ class Emulator:
         self._api_calls: Counter[str] = Counter()
         self._faults: Counter[str] = Counter()
         self._executions: Counter[str] = Counter()
+        self._content_bytes = 0
 
     @property
     def batches(self) -> Mapping[str, BatchRecord]:
@@ -277,6 +282,22 @@ class Emulator:
 
     def count_fault(self, kind: str) -> None:
         self._faults[kind] += 1
+
+    def content_drop_point(self) -> int | None:
+        """After how many body bytes the next download is to be dropped, if it is."""
+        config = self._config
+        if config.content_drop_after_bytes is None:
+            return None
+        if self._content_drops_done >= config.content_drops:
+            return None
+        return config.content_drop_after_bytes
+
+    def count_content_drop(self) -> None:
+        self._content_drops_done += 1
+        self.count_fault("content_drop")
+
+    def count_content_bytes(self, nbytes: int) -> None:
+        self._content_bytes += nbytes
 
     def fault_draw(self) -> float:
         return self._fault_rng.random()

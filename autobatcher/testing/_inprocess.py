@@ -26,13 +26,22 @@ IN_PROCESS_BASE_URL = "http://emulator/v1"
 
 
 class _ConnectionDropped(Exception):
-    """The app stopped in the middle of a response body: the emulator dropped the link."""
+    """The app stopped in the middle of a response body: the emulator dropped the link.
+
+    Carries what was sent before (the status line, headers and body bytes), which a client
+    on a socket would have received before the connection closed.
+    """
+
+    def __init__(self, start: Message | None, body: list[bytes]) -> None:
+        super().__init__("response body not finished")
+        self.start = start
+        self.body = body
 
 
 class _DetectDroppedResponses:
     """Wraps the emulator's app so an unfinished response raises instead of returning.
 
-    Over a socket, the emulator's ``drop`` fault makes the server close the connection
+    Over a socket, the emulator's ``drop`` faults make the server close the connection
     mid-body; in-process there is no connection, so we notice the unfinished body here.
     """
 
@@ -41,18 +50,40 @@ class _DetectDroppedResponses:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         unfinished = False
+        start: Message | None = None
+        body: list[bytes] = []
 
         async def watch(message: Message) -> None:
-            nonlocal unfinished
+            nonlocal unfinished, start
             if message["type"] == "http.response.start":
                 unfinished = True
+                start = message
             elif message["type"] == "http.response.body":
                 unfinished = bool(message.get("more_body", False))
+                if message.get("body"):
+                    body.append(message["body"])
             await send(message)
 
         await self._app(scope, receive, watch)
         if unfinished:
-            raise _ConnectionDropped
+            raise _ConnectionDropped(start, body)
+
+
+class _BrokenBody(httpx.AsyncByteStream):
+    """The bytes that came before a drop, then the error a socket would give."""
+
+    def __init__(self, parts: list[bytes], request: httpx.Request) -> None:
+        self._parts = parts
+        self._request = request
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for part in self._parts:
+            yield part
+        raise httpx.RemoteProtocolError(
+            "peer closed connection without sending complete message body "
+            "(the emulator dropped it)",
+            request=self._request,
+        )
 
 
 class EmulatorTransport(httpx.AsyncBaseTransport):
@@ -66,7 +97,8 @@ class EmulatorTransport(httpx.AsyncBaseTransport):
                              http_client=http_client)
 
     The emulator's injected connection drops raise :class:`httpx.RemoteProtocolError`, as
-    they do over a socket. Errors inside the emulator itself propagate unchanged.
+    they do over a socket: a response cut off mid-body arrives with the bytes sent before the
+    cut, and reading on breaks. Errors inside the emulator itself propagate unchanged.
     """
 
     def __init__(self, emulator: Emulator) -> None:
@@ -81,12 +113,19 @@ class EmulatorTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         try:
             return await self._asgi.handle_async_request(request)
-        except _ConnectionDropped:
-            raise httpx.RemoteProtocolError(
-                "peer closed connection without sending complete message body "
-                "(the emulator dropped it)",
+        except _ConnectionDropped as dropped:
+            if dropped.start is None:
+                raise httpx.RemoteProtocolError(
+                    "peer closed connection without sending a response (the emulator dropped it)",
+                    request=request,
+                ) from None
+            # the status and headers arrived, then part of the body: reading it breaks
+            return httpx.Response(
+                dropped.start["status"],
+                headers=list(dropped.start.get("headers", ())),
+                stream=_BrokenBody(dropped.body, request),
                 request=request,
-            ) from None
+            )
 
 
 @asynccontextmanager
