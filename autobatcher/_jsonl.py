@@ -72,16 +72,23 @@ class LineSplitter:
     kept, empty lines included.
     """
 
-    __slots__ = ("_pieces",)
+    __slots__ = ("_pending", "_pieces")
 
     def __init__(self) -> None:
         self._pieces: list[bytes] = []
+        self._pending = 0
+
+    @property
+    def pending(self) -> int:
+        """How many bytes fed so far belong to no complete line yet (the unfinished tail)."""
+        return self._pending
 
     def feed(self, chunk: bytes) -> list[bytes]:
         """The lines this chunk completes (possibly none)."""
         if b"\n" not in chunk:
             if chunk:
                 self._pieces.append(chunk)
+                self._pending += len(chunk)
             return []
         lines = chunk.split(b"\n")
         rest = lines.pop()
@@ -89,6 +96,7 @@ class LineSplitter:
             self._pieces.append(lines[0])
             lines[0] = b"".join(self._pieces)
             self._pieces = []
+        self._pending = len(rest)
         if rest:
             self._pieces.append(rest)
         return lines

@@ -11,13 +11,16 @@ raises :class:`APIResponseValidationError` saying what was expected and what cam
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
+import re
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import anyio
+import attrs
 import httpx
 
 from ._config import BatcherConfig
@@ -39,6 +42,7 @@ from .types import Batch, FileObject
 __all__ = ["Checkpoint", "LineSink", "Wire", "maybe_sent"]
 
 T = TypeVar("T")
+logger = logging.getLogger("autobatcher")
 
 #: Called with each complete result line (without its newline).
 LineSink = Callable[[bytes], None]
@@ -127,6 +131,8 @@ class Wire:
         self._headers = headers
         self._default_query: dict[str, Any] = dict(config.default_query)
         self._base = config.base_url
+        #: a Range on a file download came back whole: the server ignores ranges
+        self._ranges_ignored = False
 
     @property
     def http_client(self) -> httpx.AsyncClient:
@@ -417,17 +423,27 @@ class Wire:
         once more, final, at the end): the journal commits what it collected there.
 
         ``offset`` lines are skipped (by the server with ``?offset=`` when ``server_offset``,
-        by us otherwise). A broken download is resumed where it stopped, within ``max_retries``.
-        ``more to come`` is the server's ``X-Incomplete`` (partial results of a running batch):
-        then a trailing line without its newline is not consumed yet.
+        by us otherwise). ``more to come`` is the server's ``X-Incomplete`` (partial results of
+        a running batch): then a trailing line without its newline is not consumed yet.
+
+        A broken download (``peer closed connection`` half-way through a big file) resumes
+        where it stopped, within ``max_retries``, and no line is sunk twice or lost; the file
+        is never held whole in memory. How it resumes, cheapest first (see :class:`_Download`):
+        a ``Range`` request from the end of the last whole line read, when the content was
+        announced complete (a growing partial file is never resumed by bytes); the server's
+        line ``offset`` when it has one and ignores ranges; otherwise the bytes already read
+        are skipped in a new full answer, if that answer is the same content (ETag, length),
+        else the lines already seen are.
         """
-        seen = offset
+        download = _Download(seen=offset, skip=0 if server_offset else offset)
         attempt = 0
         while True:
             try:
-                return await self._stream_once(file_id, sink, seen, server_offset, checkpoint)
+                return await self._stream_once(file_id, download, sink, server_offset, checkpoint)
+            except _ResumeElse as change:
+                logger.info("download of %s: %s; resuming another way", file_id, change)
+                continue
             except _StreamBroken as broken:
-                seen = broken.seen
                 error: APIError = broken.error
             except APIStatusError as exc:
                 if not self.policy.is_transient(exc):
@@ -445,23 +461,51 @@ class Wire:
     async def _stream_once(
         self,
         file_id: str,
+        download: _Download,
         sink: LineSink,
-        seen: int,
         server_offset: bool,
         checkpoint: Checkpoint | None,
     ) -> tuple[int, bool]:
-        params: dict[str, int] = {}
-        skip = seen
-        if server_offset and seen:
-            params["offset"] = seen
-            skip = 0
+        """One GET of the content, resuming ``download`` as it stands; raises
+        :class:`_StreamBroken` when the connection breaks (``download`` holds how far it got),
+        :class:`_ResumeElse` when the planned way of resuming turned out not to fit."""
+        known = download.content
+        resuming = known is not None and download.position > 0 and not download.bytes_unsure
+        headers = dict(self._headers)
+        ranged = (
+            resuming
+            and known is not None
+            and known.complete
+            and known.ranges
+            and not (server_offset and self._ranges_ignored)
+        )
+        if known is not None and ranged:
+            # from the newline that ends the last whole line: the server shows us where a
+            # line ends, so content that changed under us cannot go unnoticed
+            range_start = download.position - 1
+            headers["Range"] = f"bytes={range_start}-"
+            if known.encoded:  # our offsets count decoded bytes: ask for the plain bytes
+                headers["Accept-Encoding"] = "identity"
+            elif known.etag is not None and not known.etag.startswith("W/"):
+                headers["If-Range"] = known.etag
+            query_offset = known.offset
+        elif known is not None and resuming and not server_offset:
+            query_offset = known.offset  # the whole answer again, skipping what was read
+        else:
+            # a fresh answer: from the server's line offset, or from the top skipping lines
+            query_offset = download.seen if server_offset else 0
+            resuming = False
+        params = {"offset": query_offset} if query_offset else {}
         try:
             async with self._client.stream(
                 "GET",
                 self.url(f"files/{file_id}/content"),
                 params={**self._default_query, **params},
-                headers=self._headers,
+                headers=headers,
             ) as response:
+                if ranged and response.status_code == 416:
+                    download.bytes_unsure = True
+                    raise _ResumeElse("the server says the range is past the end")
                 if not response.is_success:
                     await response.aread()
                     raise make_status_error(
@@ -471,48 +515,203 @@ class Wire:
                         request_id=response.headers.get("x-request-id"),
                     )
                 incomplete = response.headers.get("x-incomplete", "").lower() == "true"
-                splitter = LineSplitter()
-                async for chunk in response.aiter_bytes():
-                    for line in splitter.feed(chunk):
-                        if not line or line.isspace():
-                            continue
-                        if skip:
-                            skip -= 1
-                            continue
-                        seen += 1
-                        sink(line)
-                    if checkpoint is not None:
-                        await checkpoint(seen, False)
-                pending = splitter.tail()
-                if pending.strip() and not incomplete:
-                    if skip:
-                        skip -= 1
+                expect_newline = False
+                skip_bytes = 0
+                if ranged and response.status_code == 206:
+                    assert known is not None
+                    problem = _range_problem(response, known, range_start)
+                    if problem is not None:
+                        download.bytes_unsure = True
+                        raise _ResumeElse(problem)
+                    expect_newline = True
+                else:
+                    if ranged and server_offset:
+                        # it ignores ranges: its line offset costs less than the bytes again
+                        self._ranges_ignored = True
+                        raise _ResumeElse("the server ignored the Range")
+                    content = _Content.of(response, query_offset)
+                    if resuming and known is not None and content.same_as(known):
+                        skip_bytes = download.position - 1
+                        expect_newline = True
                     else:
-                        seen += 1
-                        sink(pending)
-                if checkpoint is not None:
-                    await checkpoint(seen, True)
-                return seen, incomplete
+                        download.position = 0
+                        download.skip = download.seen - query_offset
+                    download.content = content
+                download.bytes_unsure = False
+                return await self._read_lines(
+                    response,
+                    download,
+                    sink,
+                    checkpoint,
+                    skip_bytes=skip_bytes,
+                    expect_newline=expect_newline,
+                    incomplete=incomplete,
+                )
         except httpx.TimeoutException as exc:
             raise _StreamBroken(
-                seen,
-                APITimeoutError(f"{self._base} did not answer in time: download of {file_id}"),
+                APITimeoutError(f"{self._base} did not answer in time: download of {file_id}")
             ) from exc
         except httpx.TransportError as exc:
             raise _StreamBroken(
-                seen,
                 APIConnectionError(
                     f"could not reach {self._base}: {_connection_reason(exc)} "
                     f"(download of {file_id})"
-                ),
+                )
             ) from exc
+
+    @staticmethod
+    async def _read_lines(
+        response: httpx.Response,
+        download: _Download,
+        sink: LineSink,
+        checkpoint: Checkpoint | None,
+        *,
+        skip_bytes: int,
+        expect_newline: bool,
+        incomplete: bool,
+    ) -> tuple[int, bool]:
+        """Split the body into lines for ``sink``, from ``download.position`` on: the first
+        ``skip_bytes`` bytes are what was read before, and then (``expect_newline``) the
+        newline that ended the last line read must come."""
+        splitter = LineSplitter()
+        start = download.position
+        fed = 0
+        async for chunk in response.aiter_bytes():
+            if skip_bytes:
+                if len(chunk) <= skip_bytes:
+                    skip_bytes -= len(chunk)
+                    continue
+                chunk = chunk[skip_bytes:]
+                skip_bytes = 0
+            if expect_newline:
+                if not chunk:
+                    continue
+                if chunk[0] != _NEWLINE:
+                    download.bytes_unsure = True
+                    raise _ResumeElse("the content changed: no line ends where the last one did")
+                chunk = chunk[1:]
+                expect_newline = False
+            lines = splitter.feed(chunk)
+            fed += len(chunk)
+            skip = download.skip
+            seen = download.seen
+            for line in lines:
+                if not line or line.isspace():
+                    continue
+                if skip:
+                    skip -= 1
+                    continue
+                seen += 1
+                sink(line)
+            download.skip = skip
+            download.seen = seen
+            download.position = start + fed - splitter.pending
+            if checkpoint is not None:
+                await checkpoint(seen, False)
+        if skip_bytes or expect_newline:
+            download.bytes_unsure = True
+            raise _ResumeElse("the content is shorter than what was read before")
+        pending = splitter.tail()
+        if pending.strip() and not incomplete:
+            if download.skip:
+                download.skip -= 1
+            else:
+                download.seen += 1
+                sink(pending)
+        if checkpoint is not None:
+            await checkpoint(download.seen, True)
+        return download.seen, incomplete
+
+
+_NEWLINE = ord("\n")
+
+
+@attrs.frozen
+class _Content:
+    """What one whole answer for a download said about the content it carries."""
+
+    offset: int  # the line ``?offset=`` asked (0: none)
+    etag: str | None
+    length: int | None  # of the plain bytes, when the server gave it
+    encoded: bool  # sent compressed: our byte offsets count the decoded bytes
+    complete: bool  # not a growing file of partial results
+    ranges: bool  # the server did not rule ranges out (``Accept-Ranges: none``)
+
+    @classmethod
+    def of(cls, response: httpx.Response, offset: int) -> _Content:
+        headers = response.headers
+        encoded = headers.get("content-encoding", "identity").lower() not in ("", "identity")
+        length_text = headers.get("content-length", "")
+        return cls(
+            offset=offset,
+            etag=headers.get("etag"),
+            length=int(length_text) if length_text.isdigit() and not encoded else None,
+            encoded=encoded,
+            complete=headers.get("x-incomplete", "").lower() != "true",
+            ranges=headers.get("accept-ranges", "").lower() != "none",
+        )
+
+    def same_as(self, other: _Content) -> bool:
+        """Whether two answers may be taken for the same bytes (nothing says otherwise)."""
+        return (
+            self.complete
+            and other.complete
+            and self.encoded == other.encoded
+            and self.offset == other.offset
+            and (self.etag is None or other.etag is None or self.etag == other.etag)
+            and (self.length is None or other.length is None or self.length == other.length)
+        )
+
+
+@attrs.define
+class _Download:
+    """How far one file download got, across the attempts it takes.
+
+    ``seen`` lines were accounted for (sunk, or skipped because the caller had them); ``skip``
+    lines are still to be skipped in ``content`` (when no server offset skipped them);
+    ``position`` is the byte in ``content`` just after the last whole line read. Byte
+    resumption needs both ``content`` (the answer the position counts in) and a position;
+    ``bytes_unsure`` says the last try found the position no longer fits the content.
+    """
+
+    seen: int
+    skip: int
+    position: int = 0
+    content: _Content | None = None
+    bytes_unsure: bool = False
+
+
+_CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
+
+
+def _range_problem(response: httpx.Response, known: _Content, start: int) -> str | None:
+    """Why a ``206`` is not the rest of ``known`` from byte ``start``; ``None`` if it is."""
+    headers = response.headers
+    match = _CONTENT_RANGE.match(headers.get("content-range", ""))
+    if match is None:
+        return f"the 206 has no usable Content-Range ({headers.get('content-range')!r})"
+    if int(match.group(1)) != start:
+        return f"the 206 starts at byte {match.group(1)}, not {start}"
+    total = match.group(3)
+    if known.length is not None and total != "*" and int(total) != known.length:
+        return f"the file is {total} bytes now, not {known.length}"
+    etag = headers.get("etag")
+    if not known.encoded and known.etag is not None and etag is not None and etag != known.etag:
+        return "the file's ETag changed"
+    if headers.get("content-encoding", "identity").lower() not in ("", "identity"):
+        return "the 206 came compressed"
+    return None
 
 
 class _StreamBroken(Exception):
-    def __init__(self, seen: int, error: APIError) -> None:
+    def __init__(self, error: APIError) -> None:
         super().__init__(str(error))
-        self.seen = seen
         self.error = error
+
+
+class _ResumeElse(Exception):
+    """The way a download was to resume does not fit (the server ignored the Range, or the
+    content is not what was read before): resume another way, at once."""
 
 
 def _unexpected(response: httpx.Response, expected: str, got: str) -> APIResponseValidationError:
