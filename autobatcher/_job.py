@@ -11,6 +11,7 @@ process.
 from __future__ import annotations
 
 import enum
+from typing import Any
 
 import anyio
 import attrs
@@ -47,6 +48,10 @@ class JobRecord:
     created_wall: float = 0.0  # epoch seconds of the first create attempt (bounds the look-up)
     output_seen: int = 0  # result lines already read (partial results, resumed downloads)
     error_seen: int = 0
+    #: where the download of each file stood at ``*_seen`` by bytes (``ResumeMark.to_json``),
+    #: so that a later process resumes it by ``Range``; absent in journals of older versions
+    output_mark: dict[str, Any] | None = None
+    error_mark: dict[str, Any] | None = None
     partial: bool = False  # the server offered results while the batch ran
     cancel_sent: bool = False
     next_poll_at: float | None = None  # event-loop clock; a hand-over never moves it

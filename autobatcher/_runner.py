@@ -41,7 +41,7 @@ from ._journal import Journal
 from ._jsonl import extract_custom_id
 from ._retry import Spell
 from ._signals import fire
-from ._wire import Checkpoint, LineSink, Wire, maybe_sent
+from ._wire import Checkpoint, LineSink, ResumeMark, Wire, maybe_sent
 from .types import Batch, FileObject
 
 __all__ = ["RESERVED_METADATA_KEY", "JobHost", "JobRunner", "Stop"]
@@ -449,18 +449,23 @@ class JobRunner:
         """Feed the output file, then the error file, to the job's reader, each from the
         offset the record holds (the lines already routed are never read twice)."""
         record = job.record
-        for file_id, offset_field in ((output_id, "output_seen"), (error_id, "error_seen")):
+        for file_id, offset_field, mark_field in (
+            (output_id, "output_seen", "output_mark"),
+            (error_id, "error_seen", "error_mark"),
+        ):
             if not file_id:
                 continue
-            route, checkpoint = self._reader(job, offset_field)
+            route, checkpoint = self._reader(job, offset_field, mark_field)
             seen, _ = await self._wire.stream_lines(
                 str(file_id),
                 route,
                 offset=getattr(record, offset_field),
                 server_offset=server_offset,
                 checkpoint=checkpoint,
+                resume=ResumeMark.from_json(getattr(record, mark_field)),
             )
             setattr(record, offset_field, seen)
+            setattr(record, mark_field, None)
 
     async def _cancel_abandoned(self, job: Job) -> None:
         record = job.record
@@ -475,9 +480,12 @@ class JobRunner:
 
     # -- results --------------------------------------------------------------------------------
 
-    def _reader(self, job: Job, offset_field: str) -> tuple[LineSink, Checkpoint | None]:
+    def _reader(
+        self, job: Job, offset_field: str, mark_field: str
+    ) -> tuple[LineSink, Checkpoint | None]:
         """What a download feeds: lines straight to their callers, or (with a journal) to the
-        journal first, committed with the download offset before the callers are woken."""
+        journal first, committed with the download offset (in lines, and where it may go on
+        by bytes) before the callers are woken."""
         journal = self._journal
         if journal is None:
             return self._router(job), None
@@ -506,11 +514,12 @@ class JobRunner:
             pending.append((custom_id, line))
             pending_bytes += len(line)
 
-        async def commit(seen: int, final: bool) -> None:
+        async def commit(seen: int, final: bool, mark: ResumeMark | None) -> None:
             nonlocal pending_bytes
             if not final and pending_bytes < _COMMIT_BYTES and len(pending) < _COMMIT_LINES:
                 return
             setattr(record, offset_field, seen)
+            setattr(record, mark_field, None if mark is None else mark.to_json())
             batch = pending.copy()
             pending.clear()
             pending_bytes = 0

@@ -39,15 +39,16 @@ from ._retry import RetryPolicy
 from ._version import __version__
 from .types import Batch, FileObject
 
-__all__ = ["Checkpoint", "LineSink", "Wire", "maybe_sent"]
+__all__ = ["Checkpoint", "LineSink", "ResumeMark", "Wire", "maybe_sent"]
 
 T = TypeVar("T")
 logger = logging.getLogger("autobatcher")
 
 #: Called with each complete result line (without its newline).
 LineSink = Callable[[bytes], None]
-#: Awaited with (lines seen so far, whether the file is done) as a download goes.
-Checkpoint = Callable[[int, bool], Awaitable[None]]
+#: Awaited with (lines seen so far, whether the file is done, where a later download may
+#: resume by bytes, if it may) as a download goes.
+Checkpoint = Callable[[int, bool, "ResumeMark | None"], Awaitable[None]]
 
 _UPLOAD_CHUNK = 1 << 20
 
@@ -416,11 +417,14 @@ class Wire:
         offset: int = 0,
         server_offset: bool = False,
         checkpoint: Checkpoint | None = None,
+        resume: ResumeMark | None = None,
     ) -> tuple[int, bool]:
         """Feed each line of a file's content to ``sink``; returns (lines seen, more to come).
 
-        ``checkpoint(lines seen, final)`` is awaited after each chunk's lines were sunk (and
-        once more, final, at the end): the journal commits what it collected there.
+        ``checkpoint(lines seen, final, mark)`` is awaited after each chunk's lines were sunk
+        (and once more, final, at the end): the journal commits what it collected there, and
+        ``mark``, which lets a download in another process go on from there by bytes
+        (``resume``; ignored unless it is of this file at ``offset``).
 
         ``offset`` lines are skipped (by the server with ``?offset=`` when ``server_offset``,
         by us otherwise). ``more to come`` is the server's ``X-Incomplete`` (partial results of
@@ -436,6 +440,8 @@ class Wire:
         else the lines already seen are.
         """
         download = _Download(seen=offset, skip=0 if server_offset else offset)
+        if resume is not None and resume.file_id == file_id and resume.seen == offset:
+            download = resume.download()
         attempt = 0
         while True:
             try:
@@ -539,6 +545,7 @@ class Wire:
                     download.content = content
                 download.bytes_unsure = False
                 return await self._read_lines(
+                    file_id,
                     response,
                     download,
                     sink,
@@ -561,6 +568,7 @@ class Wire:
 
     @staticmethod
     async def _read_lines(
+        file_id: str,
         response: httpx.Response,
         download: _Download,
         sink: LineSink,
@@ -607,7 +615,7 @@ class Wire:
             download.seen = seen
             download.position = start + fed - splitter.pending
             if checkpoint is not None:
-                await checkpoint(seen, False)
+                await checkpoint(seen, False, ResumeMark.of(file_id, download))
         if skip_bytes or expect_newline:
             download.bytes_unsure = True
             raise _ResumeElse("the content is shorter than what was read before")
@@ -619,7 +627,7 @@ class Wire:
                 download.seen += 1
                 sink(pending)
         if checkpoint is not None:
-            await checkpoint(download.seen, True)
+            await checkpoint(download.seen, True, None)
         return download.seen, incomplete
 
 
@@ -679,6 +687,77 @@ class _Download:
     position: int = 0
     content: _Content | None = None
     bytes_unsure: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class ResumeMark:
+    """Where a download stood at a checkpoint, kept so that another process can go on from
+    there by bytes (a ``Range`` from ``position``, checked as any resumption is)."""
+
+    file_id: str
+    seen: int
+    skip: int
+    position: int
+    offset: int
+    etag: str | None
+    length: int | None
+    encoded: bool
+    ranges: bool
+
+    @classmethod
+    def of(cls, file_id: str, download: _Download) -> ResumeMark | None:
+        """The mark of ``download`` now; ``None`` when its bytes could not be resumed (a
+        growing partial file, nothing read yet)."""
+        content = download.content
+        if content is None or not content.complete or download.position <= 0:
+            return None
+        return cls(
+            file_id=file_id,
+            seen=download.seen,
+            skip=download.skip,
+            position=download.position,
+            offset=content.offset,
+            etag=content.etag,
+            length=content.length,
+            encoded=content.encoded,
+            ranges=content.ranges,
+        )
+
+    def download(self) -> _Download:
+        content = _Content(
+            offset=self.offset,
+            etag=self.etag,
+            length=self.length,
+            encoded=self.encoded,
+            complete=True,
+            ranges=self.ranges,
+        )
+        return _Download(seen=self.seen, skip=self.skip, position=self.position, content=content)
+
+    def to_json(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: object) -> ResumeMark | None:
+        """The mark in ``data`` (from a journal); ``None`` if it is not one."""
+        if not isinstance(data, dict):
+            return None
+        try:
+            mark = cls(**data)
+        except TypeError:
+            return None
+        valid = (
+            isinstance(mark.file_id, str)
+            and all(
+                isinstance(n, int) and not isinstance(n, bool) and n >= 0
+                for n in (mark.seen, mark.skip, mark.position, mark.offset)
+            )
+            and (mark.etag is None or isinstance(mark.etag, str))
+            and (mark.length is None or isinstance(mark.length, int))
+            and isinstance(mark.encoded, bool)
+            and isinstance(mark.ranges, bool)
+        )
+        return mark if valid and mark.position > 0 else None
 
 
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)

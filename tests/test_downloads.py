@@ -10,22 +10,26 @@ each line reached the sink exactly once, in order, and counts the bytes the emul
 from __future__ import annotations
 
 import gzip
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx
 import pytest
 
-from autobatcher import BatchEvent, open_batcher
+from autobatcher import APIConnectionError, BatchEvent, BatchOpenAI, ClientClosedError, open_batcher
 from autobatcher._config import BatcherConfig
+from autobatcher._job import JobRecord
+from autobatcher._journal import _record_from, _record_json
 from autobatcher._jsonl import encode_line
 from autobatcher._retry import RetryPolicy
-from autobatcher._wire import Wire
+from autobatcher._wire import ResumeMark, Wire
 from autobatcher.testing import IN_PROCESS_BASE_URL, Emulator, emulator_client, serve_emulator
 
-from ._support import API_KEY, chat, in_process, virtual_time
+from ._support import API_KEY, FAST, chat, in_process, virtual_time
 
 pytestmark = pytest.mark.anyio
 
@@ -508,3 +512,142 @@ async def test_partial_results_and_a_dropping_download_answer_every_caller_once(
     assert stats.faults_by_kind.get("content_drop", 0) >= 1
     assert stats.duplicate_executions == 0
     assert any(event.kind == "retry" and "download" in (event.detail or "") for event in recorder)
+
+
+# -- a later process goes on by bytes (the journal keeps the mark) -------------------------------
+
+
+async def test_a_mark_lets_another_wire_go_on_by_range() -> None:
+    lines = result_lines(400)
+    size = sum(map(len, lines))
+    marks: list[ResumeMark | None] = []
+    got: list[bytes] = []
+
+    async def keep(seen: int, final: bool, mark: ResumeMark | None) -> None:
+        assert mark is None or mark.seen == seen
+        marks.append(mark)
+
+    async with in_memory(content_drop_after_bytes=25_050, content_drops=1) as download:
+        file_id = download.upload(lines)
+        dying = Wire(
+            BatcherConfig(api_key=API_KEY, base_url=IN_PROCESS_BASE_URL, max_retries=0),
+            download.wire.http_client,
+        )
+        with pytest.raises(APIConnectionError):
+            await dying.stream_lines(file_id, got.append, checkpoint=keep)
+        mark = ResumeMark.from_json(json.loads(json.dumps(marks[-1].to_json())))  # type: ignore[union-attr]
+        assert mark is not None and mark.seen == len(got) == 250
+        download.emulator.reset_stats()
+        seen, _ = await download.wire.stream_lines(
+            file_id, got.append, offset=mark.seen, resume=mark
+        )
+        stats = download.emulator.stats()
+    assert seen == 400 and got == stripped(lines)
+    assert download.ranges()[-1] == "bytes=24999-"
+    assert stats.content_bytes == size - 24_999
+
+
+def test_a_mark_that_is_not_one_is_ignored() -> None:
+    good = {
+        "file_id": "file-1",
+        "seen": 3,
+        "skip": 0,
+        "position": 300,
+        "offset": 0,
+        "etag": None,
+        "length": 900,
+        "encoded": False,
+        "ranges": True,
+    }
+    assert ResumeMark.from_json(good) is not None
+    for bad in (
+        None,
+        "x",
+        {**good, "position": 0},
+        {**good, "seen": -1},
+        {**good, "seen": True},
+        {**good, "etag": 5},
+        {**good, "unknown": 1},
+        {k: v for k, v in good.items() if k != "skip"},
+    ):
+        assert ResumeMark.from_json(bad) is None, bad
+
+
+def test_a_journal_record_of_an_older_version_opens_without_marks() -> None:
+    record = JobRecord(key="k", endpoint="/v1/chat/completions", model="m", output_seen=7)
+    text = _record_json(record)
+    data = json.loads(text)
+    assert data["output_mark"] is None
+    del data["output_mark"], data["error_mark"]  # as an older version wrote it
+    old = _record_from(json.dumps(data), [])
+    assert old.output_seen == 7 and old.output_mark is None and old.error_mark is None
+
+
+async def test_a_program_stopped_mid_download_is_resumed_by_range_in_the_next(
+    tmp_path: Path,
+) -> None:
+    # about 200 KB a result: the journal commits (with its mark) every 4 MB, the download
+    # drops at 6 MB, and the program is stopped there
+    emulator = Emulator(api_key=API_KEY, content_drop_after_bytes=6_000_000, content_drops=1)
+    path = tmp_path / "run.journal"
+    texts = [f"e{i}" for i in range(40)]
+    dimensions = 9_000
+    stopped = anyio.Event()
+
+    def on_event(event: BatchEvent) -> None:
+        if event.kind == "retry" and "download" in (event.detail or ""):
+            stopped.set()
+
+    def journaled(http: httpx.AsyncClient, **options: Any) -> BatchOpenAI:
+        return BatchOpenAI(
+            api_key=API_KEY,
+            base_url=IN_PROCESS_BASE_URL,
+            http_client=http,
+            journal=path,
+            **FAST,
+            **options,
+        )
+
+    async def embed(client: BatchOpenAI, text: str, out: dict[str, int]) -> None:
+        try:
+            reply = await client.embeddings.create(model="e", input=text, dimensions=dimensions)
+        except ClientClosedError:
+            return
+        out[text] = len(reply.data[0].embedding)
+
+    first: dict[str, int] = {}
+    async with httpx.AsyncClient(transport=emulator.transport()) as http:
+        async with anyio.create_task_group() as tg:
+            async with journaled(http, event_hook=on_event) as client:
+                for text in texts:
+                    tg.start_soon(embed, client, text, first)
+                await stopped.wait()
+                tg.cancel_scope.cancel()  # the program stops between two attempts
+    assert emulator.stats().faults_by_kind == {"content_drop": 1}
+    (output,) = [f for f in emulator.files.values() if f.batch_id is not None]
+    size = output.size
+    answered_before = len(first)
+
+    emulator.reset_stats()
+    contents: list[httpx.Request] = []
+
+    async def on_request(request: httpx.Request) -> None:
+        if request.url.path.endswith("/content"):
+            contents.append(request)
+
+    second: dict[str, int] = {}
+    async with httpx.AsyncClient(
+        transport=emulator.transport(), event_hooks={"request": [on_request]}
+    ) as http:
+        async with journaled(http) as client, anyio.create_task_group() as tg:
+            for text in texts:
+                tg.start_soon(embed, client, text, second)
+    stats = emulator.stats()
+    assert second == {text: dimensions for text in texts}
+    assert answered_before < 40
+    assert stats.duplicate_executions == 0 and stats.batches_created == 0
+    header = contents[0].headers.get("range")
+    assert header is not None, "the next run downloaded from the top"
+    start = int(header.removeprefix("bytes=").removesuffix("-"))
+    assert start >= 4_000_000
+    assert stats.content_bytes == size - start
