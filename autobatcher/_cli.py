@@ -34,6 +34,9 @@ EMULATOR_DEFAULTS: dict[str, Any] = {
     "drop_rate": 0.0,
     "fault_seed": None,
     "fault_paths": None,
+    "content_ranges": True,
+    "content_drop_after_bytes": None,
+    "content_drops": 0,
     "shuffle_output": True,
     "embedding_dimensions": 8,
     "known_models": None,
@@ -253,6 +256,32 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PREFIX",
         help="inject faults only on paths starting with PREFIX, e.g. /v1/batches; repeatable "
         f"{_default('fault_paths', none='every /v1 path')}",
+    )
+    add(
+        "--no-ranges",
+        dest="content_ranges",
+        action="store_false",
+        default=None,
+        help="ignore Range on file downloads and answer the whole file, as a server without "
+        "range support (default: ranges honoured, 206 with Content-Range)",
+    )
+    add(
+        "--drop-downloads-after",
+        type=_number(int, low=0),
+        dest="content_drop_after_bytes",
+        default=None,
+        metavar="BYTES",
+        help="cut file downloads off after this many body bytes (the connection drops "
+        "mid-file), --drop-downloads times "
+        f"{_default('content_drop_after_bytes', none='never')}",
+    )
+    add(
+        "--drop-downloads",
+        type=_number(int, low=0),
+        dest="content_drops",
+        default=None,
+        metavar="N",
+        help=f"how many file downloads to cut off {_default('content_drops')}",
     )
     add(
         "--no-shuffle",

@@ -431,7 +431,8 @@ class Wire:
         a running batch): then a trailing line without its newline is not consumed yet.
 
         A broken download (``peer closed connection`` half-way through a big file) resumes
-        where it stopped, within ``max_retries``, and no line is sunk twice or lost; the file
+        where it stopped, within ``max_retries`` breaks in a row that delivered no new line,
+        and no line is sunk twice or lost; the file
         is never held whole in memory. How it resumes, cheapest first (see :class:`_Download`):
         a ``Range`` request from the end of the last whole line read, when the content was
         announced complete (a growing partial file is never resumed by bytes); the server's
@@ -444,6 +445,7 @@ class Wire:
             download = resume.download()
         attempt = 0
         while True:
+            seen_before = download.seen
             try:
                 return await self._stream_once(file_id, download, sink, server_offset, checkpoint)
             except _ResumeElse as change:
@@ -451,6 +453,10 @@ class Wire:
                 continue
             except _StreamBroken as broken:
                 error: APIError = broken.error
+                if download.seen > seen_before:
+                    # it got further: a big file on a link that breaks every few hundred MB
+                    # still arrives (lines only advance, so this ends)
+                    attempt = 0
             except APIStatusError as exc:
                 if not self.policy.is_transient(exc):
                     raise

@@ -14,6 +14,10 @@ sink that checks every line arrives once, in order. Rows:
 * ``no range``: the emulator ignores Range and answers the whole file (``200``) every time: the
   client skips the bytes it already read (what any client without ranges pays).
 
+``--old-code DIR`` adds a row per backend for the ``autobatcher`` package found in DIR (for
+example ``git archive <commit> autobatcher | tar -x -C DIR``) against the server that honours
+Range, to compare with code that resumed by skipping lines.
+
 Figures: body bytes the emulator sent (its ``content_bytes`` counter) ÷ the file's size (the
 issue's target: under 1.5 with two drops), the worker's wall time and CPU over the download, and
 its peak RSS (``VmHWM``) next to its RSS before the download (the file is never held whole).
@@ -23,9 +27,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -106,7 +112,12 @@ def make_file(http: httpx.Client, megabytes: float) -> tuple[str, int, int]:
     return upload.json()["id"], len(data), count
 
 
-def run_download(base_url: str, file_id: str, backend: str, drops: int) -> dict[str, Any]:
+def run_download(
+    base_url: str, file_id: str, backend: str, drops: int, code: Path | None = None
+) -> dict[str, Any]:
+    env = our_env()
+    if code is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(code), env["PYTHONPATH"]])
     done = subprocess.run(
         [
             OUR_PYTHON,
@@ -125,7 +136,7 @@ def run_download(base_url: str, file_id: str, backend: str, drops: int) -> dict[
         text=True,
         check=False,
         timeout=1800,
-        env=our_env(),
+        env=env,
     )
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
@@ -151,6 +162,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         default=["asyncio", "trio"],
         help="backends to download on (default: both)",
     )
+    parser.add_argument(
+        "--old-code",
+        type=Path,
+        default=None,
+        help="also download with the autobatcher package in this directory (default: none)",
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--base-url", help=argparse.SUPPRESS)
     parser.add_argument("--file-id", help=argparse.SUPPRESS)
@@ -167,8 +184,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         with httpx.Client(base_url=emulator.base_url, headers=headers, timeout=600) as http:
             file_id, size, count = make_file(http, args.mb)
             print(f"file {file_id}: {size / 1e6:.1f} MB, {count} lines", flush=True)
+            variants: list[tuple[str, bool, Path | None]] = [
+                ("range", True, None),
+                ("no range", False, None),
+            ]
+            if args.old_code is not None:
+                variants.append(("range, old code", True, args.old_code.resolve()))
             for backend in args.backends:
-                for ranges in (True, False):
+                for label, ranges, code in variants:
                     http.post(
                         f"{root}/_emulator/config",
                         json={
@@ -178,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                         },
                     ).raise_for_status()
                     before = http.get(f"{root}/_emulator/stats").json()
-                    result = run_download(emulator.base_url, file_id, backend, args.drops)
+                    result = run_download(emulator.base_url, file_id, backend, args.drops, code)
                     after = http.get(f"{root}/_emulator/stats").json()
                     if result["lines"] != count or result["bytes"] != size:
                         raise RuntimeError(f"wrong download: {result}")
@@ -186,7 +209,6 @@ def main(argv: Sequence[str] | None = None) -> None:
                     cut = after["faults_by_kind"].get("content_drop", 0) - before[
                         "faults_by_kind"
                     ].get("content_drop", 0)
-                    label = "range" if ranges else "no range"
                     rows.append(
                         [
                             label,

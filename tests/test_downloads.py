@@ -651,3 +651,22 @@ async def test_a_program_stopped_mid_download_is_resumed_by_range_in_the_next(
     start = int(header.removeprefix("bytes=").removesuffix("-"))
     assert start >= 4_000_000
     assert stats.content_bytes == size - start
+
+
+async def test_breaks_that_make_progress_do_not_use_up_the_retries() -> None:
+    lines = result_lines(400)
+    async with in_memory(content_drop_after_bytes=5_000, content_drops=7) as download:
+        download.wire.policy = RetryPolicy(max_retries=1, sleep_scale=0)
+        got = await download.read(download.upload(lines))
+    assert got == stripped(lines)
+    assert len(download.requests) == 8
+
+
+async def test_breaks_that_make_no_progress_give_up_after_max_retries() -> None:
+    # every answer breaks inside the first line: nothing is ever delivered
+    lines = result_lines(40, width=500)
+    async with in_memory(content_drop_after_bytes=300, content_drops=10) as download:
+        download.wire.policy = RetryPolicy(max_retries=2, sleep_scale=0)
+        with pytest.raises(APIConnectionError, match="download of"):
+            await download.read(download.upload(lines))
+    assert len(download.requests) == 3

@@ -21,6 +21,10 @@ def split_in_chunks(data: bytes, sizes: list[int]) -> tuple[list[bytes], bytes]:
         lines += splitter.feed(data[at : at + size])
         at += size
         step += 1
+        # the bytes not yet in a line are what comes after the last newline fed
+        fed = data[: min(at, len(data))]
+        assert splitter.pending == len(fed) - (fed.rfind(b"\n") + 1)
+    assert splitter.pending == len(splitter.tail())
     return lines, splitter.tail()
 
 

@@ -26,7 +26,9 @@ Markers in a request's text inject per-request outcomes:
 * ``[[flag]]`` — (moderations) the input is flagged.
 
 Faults that are not about one request: the ``EmulatorConfig`` rates (connection drops, 429s,
-5xx) and ``Emulator.lose_batch(batch_id)`` (the server forgets a batch: later calls 404).
+5xx), downloads cut off mid-file (``content_drop_after_bytes``, ``content_drops``) and
+``Emulator.lose_batch(batch_id)`` (the server forgets a batch: later calls 404). File
+downloads honour ``Range`` unless ``content_ranges=False``.
 
 Admin endpoints, for a server in another process (``autobatcher emulate``):
 ``GET /_emulator/stats``, ``POST /_emulator/config`` (a JSON object of ``EmulatorConfig``
