@@ -431,14 +431,13 @@ class Wire:
         a running batch): then a trailing line without its newline is not consumed yet.
 
         A broken download (``peer closed connection`` half-way through a big file) resumes
-        where it stopped, within ``max_retries`` breaks in a row that delivered no new line,
-        and no line is sunk twice or lost; the file
-        is never held whole in memory. How it resumes, cheapest first (see :class:`_Download`):
-        a ``Range`` request from the end of the last whole line read, when the content was
-        announced complete (a growing partial file is never resumed by bytes); the server's
-        line ``offset`` when it has one and ignores ranges; otherwise the bytes already read
-        are skipped in a new full answer, if that answer is the same content (ETag, length),
-        else the lines already seen are.
+        where it stopped, within ``max_retries`` breaks in a row that delivered no new line;
+        no line is sunk twice or lost, and the file is never held whole in memory. How it
+        resumes, cheapest first (see :class:`_Download`): a ``Range`` request from the end of
+        the last whole line read, when the content was announced complete (a growing partial
+        file is never resumed by bytes); the server's line ``offset`` when it has one and
+        ignores ranges; otherwise the bytes already read are skipped in a new full answer, if
+        that answer is the same content (ETag, length), else the lines already seen are.
         """
         download = _Download(seen=offset, skip=0 if server_offset else offset)
         if resume is not None and resume.file_id == file_id and resume.seen == offset:
