@@ -359,6 +359,14 @@ def ranged(start: int, body: bytes, **headers: str) -> httpx.Response:
             httpx.Response(206, headers={"content-range": "bytes 39-399/999"}, content=DATA[39:]),
             id="length-changed",
         ),
+        pytest.param(
+            httpx.Response(
+                206,
+                headers={"content-range": "bytes 39-399/400", "content-encoding": "gzip"},
+                stream=httpx.ByteStream(gzip.compress(DATA[39:])),
+            ),
+            id="compressed-this-time",
+        ),
     ],
 )
 async def test_a_range_answer_that_does_not_fit_falls_back_to_lines(
@@ -670,3 +678,64 @@ async def test_breaks_that_make_no_progress_give_up_after_max_retries() -> None:
         with pytest.raises(APIConnectionError, match="download of"):
             await download.read(download.upload(lines))
     assert len(download.requests) == 3
+
+
+class _Stalled(httpx.AsyncByteStream):
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield self._data
+        yield b""  # an empty read changes nothing
+        raise httpx.ReadTimeout("the server stopped sending")
+
+
+async def test_a_download_that_stalls_resumes_like_one_that_broke() -> None:
+    http, seen = scripted(
+        [
+            httpx.Response(200, stream=_Stalled(DATA[:70])),
+            ranged(39, DATA[39:]),
+        ]
+    )
+    got: list[bytes] = []
+    async with http:
+        count, _ = await scripted_wire(http).stream_lines("file-x", got.append)
+    assert got == stripped(result_lines(10, width=40)) and count == 10
+    assert [request.headers.get("range") for request in seen] == [None, "bytes=39-"]
+
+
+async def test_a_last_line_without_newline_counts_once_when_skipped_or_read() -> None:
+    data = b"".join(result_lines(5, width=40)).rstrip(b"\n")
+    for offset, expected in ((5, []), (4, stripped(result_lines(5, width=40))[4:])):
+        http, _ = scripted([httpx.Response(200, content=data)])
+        got: list[bytes] = []
+        async with http:
+            count, _ = await scripted_wire(http).stream_lines("file-x", got.append, offset=offset)
+        assert count == 5 and got == expected
+
+
+@pytest.mark.parametrize(
+    ("header", "size", "wanted"),
+    [
+        (None, 10, None),
+        ("bytes=2-", 10, (2, 10)),
+        ("bytes=2-4", 10, (2, 5)),
+        ("bytes=2-400", 10, (2, 10)),
+        ("bytes=-3", 10, (7, 10)),
+        ("bytes=-30", 10, (0, 10)),
+        ("bytes=-0", 10, "unsatisfiable"),
+        ("bytes=10-", 10, "unsatisfiable"),
+        ("bytes=0-", 0, "unsatisfiable"),
+        ("bytes=4-2", 10, None),
+        ("bytes=a-", 10, None),
+        ("bytes=2", 10, None),
+        ("items=2-", 10, None),
+        ("bytes=0-1,4-5", 10, None),
+    ],
+)
+def test_the_emulator_reads_range_headers_as_servers_do(
+    header: str | None, size: int, wanted: object
+) -> None:
+    from autobatcher.testing._app import _byte_range
+
+    assert _byte_range(header, size) == wanted
