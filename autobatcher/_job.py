@@ -11,13 +11,16 @@ process.
 from __future__ import annotations
 
 import enum
-from typing import Any
+from typing import TYPE_CHECKING
 
 import anyio
 import attrs
 
 from ._signals import Signal, new_signal
 from .types import Batch
+
+if TYPE_CHECKING:
+    from ._wire import ResumeMark
 
 __all__ = ["GONE", "Job", "JobRecord", "Phase", "Slot"]
 
@@ -48,10 +51,10 @@ class JobRecord:
     created_wall: float = 0.0  # epoch seconds of the first create attempt (bounds the look-up)
     output_seen: int = 0  # result lines already read (partial results, resumed downloads)
     error_seen: int = 0
-    #: where the download of each file stood at ``*_seen`` by bytes (``ResumeMark.to_json``),
-    #: so that a later process resumes it by ``Range``; absent in journals of older versions
-    output_mark: dict[str, Any] | None = None
-    error_mark: dict[str, Any] | None = None
+    #: where the download of each file stood at ``*_seen`` by bytes, so that a later try (in
+    #: this process or the next) resumes it by ``Range``; absent in older journals
+    output_mark: ResumeMark | None = None
+    error_mark: ResumeMark | None = None
     partial: bool = False  # the server offered results while the batch ran
     cancel_sent: bool = False
     next_poll_at: float | None = None  # event-loop clock; a hand-over never moves it

@@ -46,6 +46,7 @@ import attrs
 
 from ._errors import AutobatcherError
 from ._job import JobRecord, Phase
+from ._wire import ResumeMark
 
 __all__ = [
     "JournalBusyError",
@@ -137,17 +138,24 @@ def key_fingerprint(api_key: str | None) -> str:
 
 
 _RECORD_FIELDS = tuple(f.name for f in attrs.fields(JobRecord) if f.name != "order")
+_MARK_FIELDS = ("output_mark", "error_mark")
 
 
 def _record_json(record: JobRecord) -> str:
     data = {name: getattr(record, name) for name in _RECORD_FIELDS}
     data["phase"] = int(record.phase)
+    for name in _MARK_FIELDS:
+        mark = data[name]
+        data[name] = None if mark is None else mark.to_json()
     return json.dumps(data)
 
 
 def _record_from(text: str, order: list[str]) -> JobRecord:
     data: dict[str, Any] = json.loads(text)
     data["phase"] = Phase(data["phase"])
+    for name in _MARK_FIELDS:
+        # (journals of older versions have none; a mark that does not read is only a cost)
+        data[name] = ResumeMark.from_json(data.get(name))
     return JobRecord(order=order, **{k: v for k, v in data.items() if k in _RECORD_FIELDS})
 
 

@@ -462,7 +462,7 @@ class JobRunner:
                 offset=getattr(record, offset_field),
                 server_offset=server_offset,
                 checkpoint=checkpoint,
-                resume=ResumeMark.from_json(getattr(record, mark_field)),
+                resume=getattr(record, mark_field),
             )
             setattr(record, offset_field, seen)
             setattr(record, mark_field, None)
@@ -480,16 +480,20 @@ class JobRunner:
 
     # -- results --------------------------------------------------------------------------------
 
-    def _reader(
-        self, job: Job, offset_field: str, mark_field: str
-    ) -> tuple[LineSink, Checkpoint | None]:
+    def _reader(self, job: Job, offset_field: str, mark_field: str) -> tuple[LineSink, Checkpoint]:
         """What a download feeds: lines straight to their callers, or (with a journal) to the
         journal first, committed with the download offset (in lines, and where it may go on
-        by bytes) before the callers are woken."""
+        by bytes) before the callers are woken. Either way the record keeps that offset, so a
+        later try of a download that failed goes on from there."""
         journal = self._journal
-        if journal is None:
-            return self._router(job), None
         record = job.record
+        if journal is None:
+
+            async def note(seen: int, final: bool, mark: ResumeMark | None) -> None:
+                setattr(record, offset_field, seen)
+                setattr(record, mark_field, mark)
+
+            return self._router(job), note
         host = self._host
         pending: list[tuple[str, bytes]] = []
         unrun: list[tuple[str, bytes]] = []
@@ -519,7 +523,7 @@ class JobRunner:
             if not final and pending_bytes < _COMMIT_BYTES and len(pending) < _COMMIT_LINES:
                 return
             setattr(record, offset_field, seen)
-            setattr(record, mark_field, None if mark is None else mark.to_json())
+            setattr(record, mark_field, mark)
             batch = pending.copy()
             pending.clear()
             pending_bytes = 0

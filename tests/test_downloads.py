@@ -581,14 +581,64 @@ def test_a_mark_that_is_not_one_is_ignored() -> None:
         assert ResumeMark.from_json(bad) is None, bad
 
 
-def test_a_journal_record_of_an_older_version_opens_without_marks() -> None:
-    record = JobRecord(key="k", endpoint="/v1/chat/completions", model="m", output_seen=7)
-    text = _record_json(record)
-    data = json.loads(text)
-    assert data["output_mark"] is None
+def test_a_journal_record_keeps_its_marks_and_an_older_one_opens_without() -> None:
+    mark = ResumeMark(
+        file_id="file-1",
+        seen=7,
+        skip=0,
+        position=700,
+        offset=0,
+        etag='"e"',
+        length=None,
+        encoded=False,
+        ranges=True,
+    )
+    record = JobRecord(
+        key="k", endpoint="/v1/chat/completions", model="m", output_seen=7, output_mark=mark
+    )
+    data = json.loads(_record_json(record))
+    assert _record_from(json.dumps(data), []).output_mark == mark
+    assert data["error_mark"] is None
     del data["output_mark"], data["error_mark"]  # as an older version wrote it
     old = _record_from(json.dumps(data), [])
     assert old.output_seen == 7 and old.output_mark is None and old.error_mark is None
+    data["output_mark"] = {"file_id": 3}  # not a mark: read from the line offset instead
+    assert _record_from(json.dumps(data), []).output_mark is None
+
+
+@virtual_time()
+async def test_a_download_tried_again_later_goes_on_by_range_without_a_journal() -> None:
+    contents: list[httpx.Request] = []
+
+    async def on_request(request: httpx.Request) -> None:
+        if request.url.path.endswith("/content"):
+            contents.append(request)
+
+    async with in_process(content_drop_after_bytes=10_000, content_drops=1) as server:
+        async with (
+            server.http(event_hooks={"request": [on_request]}) as http,
+            open_batcher(**server.options(http_client=http, max_retries=0)) as client,
+        ):
+            answers: dict[int, str] = {}
+
+            async def ask(i: int) -> None:
+                response = await client.chat.completions.create(**chat(f"q{i}"))
+                answers[i] = response.choices[0].message.content or ""
+
+            async with anyio.create_task_group() as tg:
+                for i in range(60):
+                    tg.start_soon(ask, i)
+        stats = server.emulator.stats()
+        (output,) = [f for f in server.emulator.files.values() if f.batch_id is not None]
+    assert answers == {i: f"q{i}" for i in range(60)}
+    # the wire gave up at once (max_retries=0); the job tried the step again, from the
+    # last whole line of the first try
+    assert len(contents) == 2 and "range" not in contents[0].headers
+    header = contents[1].headers.get("range")
+    assert header is not None
+    start = int(header.removeprefix("bytes=").removesuffix("-"))
+    assert 9_000 < start < 10_000
+    assert stats.content_bytes == 10_000 + output.size - start
 
 
 async def test_a_program_stopped_mid_download_is_resumed_by_range_in_the_next(
