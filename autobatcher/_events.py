@@ -23,6 +23,8 @@ EventKind = Literal[
     "batch_expired",
     "batch_cancelled",
     "batch_resubmitted",
+    "batch_overdue",
+    "batch_escalated",
     "retry",
     "client_closing",
 ]
@@ -34,6 +36,11 @@ class BatchEvent:
 
     ``elapsed`` is seconds since the batch was flushed (or since the call began, for ``retry``).
     ``request_counts`` mirrors the Batch object's ``{total, completed, failed}``.
+
+    When a batch goes wrong: ``batch_resubmitted`` (``requests`` of batch ``batch_id`` go
+    into a new batch; ``detail`` says why), ``batch_overdue`` (the watchdog cancels a batch
+    unfinished after ``batch_deadline_seconds``), ``batch_escalated`` (``requests`` go to
+    the real-time endpoint at full price, ``on_expired="realtime"``).
     """
 
     kind: EventKind
