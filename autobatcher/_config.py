@@ -53,6 +53,16 @@ def _int_at_most(limit: int) -> Callable[[object, attrs.Attribute[Any], int], No
     return check
 
 
+def _optional_seconds(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(
+            f"{attribute.name} must be a number of seconds or None, got {type(value).__name__}"
+        )
+    _positive(instance, attribute, value)
+
+
 def _optional_count(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
     if value is None:
         return
@@ -212,7 +222,7 @@ class BatcherConfig:
     max_enqueued_tokens: int | None = attrs.field(default=None, validator=_optional_count)
     #: a batch still unfinished this long after it was created is cancelled: what finished
     #: is delivered, what did not run is resubmitted (or escalated, see ``on_expired``)
-    batch_deadline_seconds: float | None = attrs.field(default=None, validator=_optional_positive)
+    batch_deadline_seconds: float | None = attrs.field(default=None, validator=_optional_seconds)
     #: what happens to requests a batch did not run because it expired (or the watchdog
     #: cancelled it): ``"resubmit"`` into a new batch, or ``"realtime"``: sent to the
     #: real-time endpoint at once, at full price

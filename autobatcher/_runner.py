@@ -312,7 +312,10 @@ class JobRunner:
         job.batch = batch
         record.create_unsure = False
         record.phase = Phase.SUBMITTED
-        record.next_poll_at = anyio.current_time() + config.poll_interval_seconds
+        now = anyio.current_time()
+        record.next_poll_at = now + config.poll_interval_seconds
+        if config.batch_deadline_seconds is not None:
+            job.overdue_at = now + config.batch_deadline_seconds
         if self._journal is not None:
             await self._journal.save_job(record)  # the batch id
         self._event("batch_submitted", job)
