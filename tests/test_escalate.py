@@ -1,0 +1,125 @@
+"""``on_expired="realtime"``: what an expired batch (or one the watchdog cancelled) did not
+run goes to the real-time endpoint of the same server at once, at full price, announced in
+``batch_escalated`` events and a warning with the count. Callers get the same answers and
+the same typed errors as from a batch; with a journal the answers are kept. Nothing runs
+twice (the emulator counts batch lines and real-time calls alike). Virtual time.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from autobatcher import BadRequestError, BatchOpenAI
+from autobatcher.types import ChatCompletion
+
+from ._support import Recorder, chat, emulated, gather, in_process, virtual_time
+
+pytestmark = pytest.mark.anyio
+
+
+def assert_echoed(results: list[Any], texts: list[str]) -> None:
+    for text, result in zip(texts, results, strict=True):
+        assert isinstance(result, ChatCompletion), (text, result)
+        assert result.choices[0].message.content == text
+
+
+@virtual_time()
+async def test_expired_requests_are_answered_by_the_realtime_endpoint(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Ten lines a second, expiry after 3 s: 30 of 60 run in the batch, the other 30 are
+    # sent to /v1/chat/completions. The last one is a bad request: the real-time endpoint
+    # answers 400, and its caller gets the same BadRequestError a batch line would give.
+    caplog.set_level(logging.WARNING, logger="autobatcher")
+    recorder = Recorder()
+    texts = [f"r{i}" for i in range(59)] + ["bad [[status:400]]"]
+    emulator_options = {
+        "lines_per_second": 10.0,
+        "expire_after_seconds": 3.0,
+        "shuffle_output": False,  # lines run in file order: the bad one is among the unrun
+    }
+    async with emulated(
+        emulator_options,
+        batch_size=60,
+        poll_interval_seconds=0.5,
+        on_expired="realtime",
+        event_hook=recorder,
+    ) as (server, client):
+        results = await gather(*[client.chat.completions.create(**chat(t)) for t in texts])
+    assert_echoed(results[:-1], texts[:-1])
+    bad = results[-1]
+    assert isinstance(bad, BadRequestError), bad
+    assert bad.status_code == 400
+    stats = server.emulator.stats()
+    assert stats.batches_by_status == {"expired": 1}
+    assert stats.realtime_calls == 30
+    assert stats.duplicate_executions == 0
+    assert stats.total_executions == len(texts)
+    (escalated,) = recorder.kinds("batch_escalated")
+    assert escalated.requests == 30
+    assert escalated.batch_id == next(iter(server.emulator.batches))
+    assert escalated.detail == "batch expired before running them"
+    assert not recorder.kinds("batch_resubmitted")
+    warnings = [r.getMessage() for r in caplog.records if "real-time" in r.getMessage()]
+    assert warnings == [
+        f"escalating 30 request(s) of batch {escalated.batch_id} to the real-time endpoint "
+        "at full price (batch expired before running them)"
+    ]
+
+
+@virtual_time()
+async def test_the_watchdog_escalates_what_a_stuck_batch_did_not_run() -> None:
+    recorder = Recorder()
+    texts = [f"w{i}" for i in range(40)]
+    async with emulated(
+        {"lines_per_second": 5.0, "shuffle_output": False},
+        batch_size=40,
+        poll_interval_seconds=1.0,
+        batch_deadline_seconds=4.0,
+        on_expired="realtime",
+        event_hook=recorder,
+    ) as (server, client):
+        results = await gather(*[client.chat.completions.create(**chat(t)) for t in texts])
+    assert_echoed(results, texts)
+    stats = server.emulator.stats()
+    assert stats.batches_by_status == {"cancelled": 1}
+    (batch,) = server.emulator.batches.values()
+    assert stats.realtime_calls == len(texts) - batch.n_completed > 0
+    assert stats.duplicate_executions == 0
+    (escalated,) = recorder.kinds("batch_escalated")
+    assert escalated.requests == stats.realtime_calls
+    assert "watchdog" in (escalated.detail or "")
+
+
+@virtual_time()
+async def test_escalated_answers_are_kept_in_the_journal(tmp_path: Path) -> None:
+    # A second run of the same program is answered from the journal: no batch, no call.
+    path = tmp_path / "journal.sqlite"
+    texts = [f"k{i}" for i in range(20)]
+    emulator_options = {"lines_per_second": 2.0, "expire_after_seconds": 5.0}
+    async with in_process(**emulator_options) as server:
+        for run in range(2):
+            async with BatchOpenAI(
+                **server.options(
+                    batch_size=20, poll_interval_seconds=1.0, on_expired="realtime", journal=path
+                )
+            ) as client:
+                results = await gather(*[client.chat.completions.create(**chat(t)) for t in texts])
+            assert_echoed(results, texts)
+            stats = server.emulator.stats()
+            if run == 0:
+                assert stats.realtime_calls == 10
+                assert stats.total_executions == len(texts)
+            server.emulator.reset_stats()
+        assert stats.api_calls == 0
+        assert stats.total_executions == 0
+
+
+async def test_on_expired_is_checked() -> None:
+    async with in_process() as server:
+        with pytest.raises(ValueError, match="on_expired must be 'resubmit' or 'realtime'"):
+            server.client(on_expired="later")
