@@ -342,6 +342,7 @@ class Engine:
         """
         now = anyio.current_time()
         count = 0
+        moved: list[str] = []
         for slot in slots:
             if slot.outcome is not None:  # its caller left after the slot left its job
                 continue
@@ -362,9 +363,13 @@ class Engine:
             if counted:
                 slot.resubmits += 1
             slot.job = None
+            slot.origin = batch_id
             self._lanes.add(slot, now)
+            moved.append(slot.custom_id)
             count += 1
         if count:
+            if self.journal is not None:
+                self.journal.note_resubmission(moved, reason, batch_id)
             first = slots[0]
             logger.info(
                 "resubmitting %d request(s) of batch %s in a new batch: %s",
@@ -380,6 +385,7 @@ class Engine:
                     model=first.model,
                     requests=count,
                     detail=reason,
+                    custom_ids=tuple(moved),
                 )
             )
             self.poke()

@@ -38,9 +38,10 @@ class BatchEvent:
     ``request_counts`` mirrors the Batch object's ``{total, completed, failed}``.
 
     When a batch goes wrong: ``batch_resubmitted`` (``requests`` of batch ``batch_id`` go
-    into a new batch; ``detail`` says why), ``batch_overdue`` (the watchdog cancels a batch
-    unfinished after ``batch_deadline_seconds``), ``batch_escalated`` (``requests`` go to
-    the real-time endpoint at full price, ``on_expired="realtime"``).
+    into a new batch; ``detail`` says why, ``custom_ids`` which; the ``batch_submitted``
+    of the batch they go into says so in its ``detail``), ``batch_overdue`` (the watchdog
+    cancels a batch unfinished after ``batch_deadline_seconds``), ``batch_escalated``
+    (``requests`` go to the real-time endpoint at full price, ``on_expired="realtime"``).
     """
 
     kind: EventKind
@@ -52,6 +53,8 @@ class BatchEvent:
     request_counts: Mapping[str, int] | None = None
     elapsed: float = 0.0
     detail: str | None = None
+    #: ``batch_resubmitted`` / ``batch_escalated``: the requests that went on
+    custom_ids: tuple[str, ...] = ()
 
 
 def emit(hook: Callable[[BatchEvent], object] | None, event: BatchEvent) -> None:

@@ -71,6 +71,7 @@ class Slot:
         "job",
         "line",
         "model",
+        "origin",
         "outcome",
         "resubmits",
         "signal",
@@ -86,6 +87,8 @@ class Slot:
         self.job: Job | None = None
         self.outcome: bytes | BaseException | None = None
         self.resubmits = 0
+        #: the batch it was last resubmitted from (None: never resubmitted)
+        self.origin: str | None = None
 
     def done(self) -> bool:
         return self.outcome is not None

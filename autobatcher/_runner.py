@@ -19,6 +19,7 @@ import json
 import logging
 import re
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -37,7 +38,7 @@ from ._errors import (
 )
 from ._events import BatchEvent, EventHub, EventKind
 from ._job import Job, Phase, Slot
-from ._journal import Journal
+from ._journal import REALTIME, Journal
 from ._jsonl import extract_custom_id
 from ._realtime import Escalation
 from ._retry import Spell
@@ -318,8 +319,20 @@ class JobRunner:
             job.overdue_at = now + config.batch_deadline_seconds
         if self._journal is not None:
             await self._journal.save_job(record)  # the batch id
-        self._event("batch_submitted", job)
+        self._event("batch_submitted", job, detail=self._carried(job))
         self._checkpoint()
+
+    def _carried(self, job: Job) -> str | None:
+        """What a ``batch_submitted`` event says of the resubmitted requests the batch carries
+        (so events alone tell where every resubmitted request went)."""
+        if not self._events.wanted:
+            return None
+        origins = Counter(slot.origin for slot in job.slots.values() if slot.origin is not None)
+        if not origins:
+            return None
+        return "carries " + ", ".join(
+            f"{count} request(s) resubmitted from {origin}" for origin, count in origins.items()
+        )
 
     async def _await_processed(self, job: Job) -> None:
         """Wait until the uploaded file is ``processed`` (Azure: a batch cannot use it before).
@@ -761,7 +774,12 @@ class JobRunner:
             record.batch_id,
             reason,
         )
-        self._event("batch_escalated", job, detail=reason, requests=len(slots))
+        custom_ids = [slot.custom_id for slot in slots]
+        self._event(
+            "batch_escalated", job, detail=reason, requests=len(slots), custom_ids=custom_ids
+        )
+        if self._journal is not None:
+            self._journal.note_resubmission(custom_ids, reason, record.batch_id, into=REALTIME)
         try:
             await escalation.run(record, slots, self._host)
         finally:
@@ -848,7 +866,13 @@ class JobRunner:
         self._host.finished(job)
 
     def _event(
-        self, kind: EventKind, job: Job, *, detail: str | None = None, requests: int | None = None
+        self,
+        kind: EventKind,
+        job: Job,
+        *,
+        detail: str | None = None,
+        requests: int | None = None,
+        custom_ids: list[str] | None = None,
     ) -> None:
         if not self._events.wanted:
             return
@@ -865,6 +889,7 @@ class JobRunner:
                 request_counts=_counts_dict(counts),
                 elapsed=anyio.current_time() - job.flushed_at,
                 detail=detail,
+                custom_ids=tuple(custom_ids or ()),
             )
         )
 
