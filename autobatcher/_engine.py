@@ -450,9 +450,9 @@ class Engine:
         tokens = estimate_tokens(job.nbytes)
         cap = self.token_cap(model)
         record = job.record
-        upstream = record.phase >= Phase.SUBMITTED or record.create_unsure
         enqueued = self._enqueued.get(model, 0)
-        if cap is not None and not upstream:
+        # (only a job not uploaded yet waits: one that is, or may be, upstream goes on)
+        if cap is not None and record.phase == Phase.QUEUED and not record.upload_unsure:
             if tokens > cap:
                 self._split(job, cap)
                 return False
@@ -472,7 +472,6 @@ class Engine:
     def _split(self, job: Job, cap: int) -> None:
         """Put a flushed, not yet uploaded job's requests back into lanes (which now cut
         batches under ``cap``); a request over ``cap`` alone gets its error."""
-        assert job.phase == Phase.QUEUED
         self._lanes.release(job)
         self._jobs.pop(job.record.key, None)
         job.record.phase = Phase.DONE

@@ -49,6 +49,8 @@ class JobRecord:
     error_seen: int = 0
     partial: bool = False  # the server offered results while the batch ran
     cancel_sent: bool = False
+    #: the cancel was the watchdog's: what the batch did not run goes on (in the next run too)
+    overdue: bool = False
     #: the batch's status when last seen upstream (``finalizing`` is shown as its own state)
     status: str | None = None
     next_poll_at: float | None = None  # event-loop clock; a hand-over never moves it
@@ -126,8 +128,6 @@ class Job:
     reserved: int = 0
     #: when the watchdog cancels the batch if it has not ended (loop clock; None: never)
     overdue_at: float | None = None
-    #: the watchdog cancelled the batch: what it did not run goes on (not "cancelled by us")
-    overdue: bool = False
 
     @property
     def phase(self) -> Phase:

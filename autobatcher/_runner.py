@@ -534,7 +534,7 @@ class JobRunner:
         )
         logger.warning("batch %s (%d requests) %s", record.batch_id, job.size, detail)
         record.cancel_sent = True
-        job.overdue = True
+        record.overdue = True
         self._event("batch_overdue", job, detail=detail)
         if self._journal is not None:
             await self._journal.save_job(record)
@@ -544,7 +544,7 @@ class JobRunner:
             # (a batch that just ended refuses the cancel: the next poll shows how it ended)
             logger.warning("could not cancel overdue batch %s: %s", record.batch_id, exc)
             record.cancel_sent = False
-            job.overdue = False
+            record.overdue = False
             job.overdue_at = anyio.current_time() + self._config.poll_interval_seconds
         record.next_poll_at = anyio.current_time() + self._config.poll_interval_seconds
 
@@ -686,7 +686,7 @@ class JobRunner:
             )
             kind = "batch_cancelled"
             if not self._cancelled_by_us(job):
-                self._take_unrun(job, _OVERDUE if job.overdue else _CANCELLED)
+                self._take_unrun(job, _OVERDUE if job.record.overdue else _CANCELLED)
         else:
             make_error = lambda cid: MissingResultError(  # noqa: E731
                 "the batch completed without any result line for this request",
@@ -713,7 +713,7 @@ class JobRunner:
     def _cancelled_by_us(self, job: Job) -> bool:
         """Whether we cancelled the job's batch meaning to stop it (every caller left, client
         exit); a cancel by the watchdog means to go on, so it is not one."""
-        return (job.record.cancel_sent and not job.overdue) or self._host.aborted
+        return (job.record.cancel_sent and not job.record.overdue) or self._host.aborted
 
     def _take_for_retry(self, job: Job, slot: Slot, line: bytes) -> bool:
         """Whether ``line`` says ``slot``'s request did not run or failed transiently, and the
@@ -722,7 +722,7 @@ class JobRunner:
         reason = _retry_reason(line, cancelled_by_us=self._cancelled_by_us(job))
         if reason is None:
             return False
-        if reason == _CANCELLED and job.overdue:
+        if reason == _CANCELLED and job.record.overdue:
             reason = _OVERDUE
         if not self._may_resubmit(slot, reason):
             return False

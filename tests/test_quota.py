@@ -192,3 +192,26 @@ async def test_max_enqueued_tokens_is_checked(value: Any, error: type[Exception]
     async with in_process() as server:
         with pytest.raises(error, match="max_enqueued_tokens"):
             server.client(max_enqueued_tokens=value)
+
+
+@virtual_time()
+async def test_a_quota_rejection_does_not_use_up_max_resubmits() -> None:
+    # max_resubmits=1, and every request fails transiently (503) on its first run. The second
+    # batch of two is rejected over the quota first: its requests still have their one
+    # resubmission for the 503, so every request is answered.
+    texts = [f"u{i} [[status:503:once]]" for i in range(20)]
+    limit = tokens_of(texts) * 2 // 3
+    recorder = Recorder()
+    async with emulated(
+        {"enqueued_token_limit": limit, "lines_per_second": 5.0},
+        batch_size=10,
+        poll_interval_seconds=0.5,
+        max_resubmits=1,
+        event_hook=recorder,
+    ) as (server, client):
+        results = await gather(*[client.chat.completions.create(**chat(t)) for t in texts])
+    assert_echoed(results, texts)
+    assert resubmitted(recorder) >= 10  # a whole batch was rejected and went again
+    assert resubmitted(recorder, "transient failure (status 503)") == len(texts)
+    stats = server.emulator.stats()
+    assert stats.duplicate_executions == len(texts)  # each ran twice: the 503, then the answer
