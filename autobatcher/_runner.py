@@ -51,6 +51,8 @@ __all__ = ["RESERVED_METADATA_KEY", "JobHost", "JobRunner", "Stop"]
 logger = logging.getLogger("autobatcher")
 
 _TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
+#: a batch in one of these was accepted: it can no longer be rejected over the quota
+_PAST_VALIDATION = frozenset({"in_progress", "finalizing", "cancelling"})
 RESERVED_METADATA_KEY = "autobatcher_key"
 #: how far back (seconds) the idempotency look-up reads, before the first create attempt
 _LOOKUP_SLACK = 600.0
@@ -415,7 +417,7 @@ class JobRunner:
                     )
                     self._event(kind, job)
                 last_seen = snapshot
-                if status != "validating":
+                if status in _PAST_VALIDATION:
                     self._release_lines(job)
                 if status is not None and status != record.status:
                     record.status = status

@@ -215,3 +215,37 @@ async def test_a_quota_rejection_does_not_use_up_max_resubmits() -> None:
     assert resubmitted(recorder, "transient failure (status 503)") == len(texts)
     stats = server.emulator.stats()
     assert stats.duplicate_executions == len(texts)  # each ran twice: the 503, then the answer
+
+
+@virtual_time()
+async def test_a_request_with_no_resubmission_left_still_goes_again_after_a_quota_rejection() -> (
+    None
+):
+    # max_resubmits=1 and each request fails transiently once (its one resubmission spent);
+    # the batch carrying them again is then rejected over the quota, which ran nothing: the
+    # requests keep their lines through validation and go again, and are answered.
+    texts = [f"v{i} [[status:503:once]]" for i in range(10)]
+    limit = tokens_of(texts) * 3 // 2
+    recorder = Recorder()
+
+    async def fill_the_quota_after_the_first_batch() -> None:
+        await recorder.wait_for("batch_completed")
+        server.emulator.configure(enqueued_token_limit=1)
+        await recorder.wait_for("batch_failed")
+        server.emulator.configure(enqueued_token_limit=limit)
+
+    async with emulated(
+        {"enqueued_token_limit": limit},
+        batch_size=10,
+        poll_interval_seconds=0.5,
+        max_resubmits=1,
+        event_hook=recorder,
+    ) as (server, client):
+        results = await gather(
+            fill_the_quota_after_the_first_batch(),
+            *[client.chat.completions.create(**chat(t)) for t in texts],
+        )
+    assert_echoed(results[1:], texts)
+    assert resubmitted(recorder, "transient failure (status 503)") == len(texts)
+    assert resubmitted(recorder) == len(texts)
+    assert server.emulator.stats().duplicate_executions == len(texts)
