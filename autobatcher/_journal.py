@@ -118,6 +118,8 @@ class Store(Protocol):
     """Durable storage for one journal. Every method is synchronous and runs in a worker thread.
 
     A store must make each call atomic (all or nothing) and durable when it returns.
+    Recording resubmissions is optional: a store with a ``save_resubmissions(notes)`` method
+    (see :class:`ResubmissionLog`; :class:`SqliteStore` has one) gets them.
     """
 
     def open(self, meta: JournalMeta) -> None:
