@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from autobatcher import BadRequestError, BatchOpenAI
+from autobatcher import APIConnectionError, BadRequestError, BatchOpenAI
 from autobatcher.types import ChatCompletion
 
 from ._support import Recorder, chat, emulated, gather, in_process, virtual_time
@@ -123,3 +123,35 @@ async def test_on_expired_is_checked() -> None:
     async with in_process() as server:
         with pytest.raises(ValueError, match="on_expired must be 'resubmit' or 'realtime'"):
             server.client(on_expired="later")
+
+
+@virtual_time()
+async def test_a_realtime_call_that_fails_reaches_its_caller_as_that_error() -> None:
+    # The real-time endpoint cannot be reached (every connection to it drops): the escalated
+    # callers get APIConnectionError naming their request; those answered by the batch are
+    # untouched, and nothing ran twice.
+    emulator_options = {
+        "lines_per_second": 2.0,
+        "expire_after_seconds": 3.0,
+        "drop_rate": 1.0,
+        "drop_after_processing": False,
+        "fault_paths": ["/v1/chat/completions"],
+    }
+    async with emulated(
+        emulator_options,
+        batch_size=10,
+        poll_interval_seconds=0.5,
+        on_expired="realtime",
+        max_retries=0,
+    ) as (server, client):
+        results = await gather(
+            *[client.chat.completions.create(**chat(f"f{i}")) for i in range(10)]
+        )
+    answered = [r for r in results if isinstance(r, ChatCompletion)]
+    failed = [r for r in results if isinstance(r, APIConnectionError)]
+    assert len(answered) == 6
+    assert len(failed) == 4
+    assert all(error.custom_id for error in failed)
+    stats = server.emulator.stats()
+    assert stats.total_executions == 6
+    assert stats.realtime_calls == 0

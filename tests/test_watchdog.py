@@ -175,3 +175,29 @@ async def test_the_watchdog_logs_what_it_cancels(caplog: pytest.LogCaptureFixtur
         answer = await client.chat.completions.create(**chat("late [[stuck]]"))
     assert answer.choices[0].message.content == "late [[stuck]]"
     assert any("cancelling it" in r.getMessage() for r in caplog.records)
+
+
+@virtual_time()
+async def test_a_batch_that_ends_just_before_its_deadline_is_collected_not_cancelled(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Ten lines a second: the batch completes at 4.5 s, between the poll at 4 s and the
+    # deadline at 5 s. The watchdog's cancel is refused (409: nothing to cancel), and the
+    # next poll collects the batch as completed: nothing is resubmitted.
+    caplog.set_level(logging.WARNING, logger="autobatcher")
+    recorder = Recorder()
+    texts = [f"d{i}" for i in range(45)]
+    async with emulated(
+        {"lines_per_second": 10.0},
+        batch_size=45,
+        batch_window_seconds=0,
+        poll_interval_seconds=2.0,
+        batch_deadline_seconds=5.0,
+        event_hook=recorder,
+    ) as (server, client):
+        results = await gather(*[client.chat.completions.create(**chat(t)) for t in texts])
+    assert_echoed(results, texts)
+    assert server.emulator.stats().batches_by_status == {"completed": 1}
+    assert len(recorder.kinds("batch_overdue")) == 1
+    assert not recorder.kinds("batch_resubmitted")
+    assert any("could not cancel overdue batch" in r.getMessage() for r in caplog.records)
