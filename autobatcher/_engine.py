@@ -15,6 +15,11 @@ next lane window as its timeout, drains a burst with ``receive_nowait``, and sto
 while ``max_queued_requests`` requests are in lanes and not yet uploaded, so the buffer is the
 backpressure. Jobs run as tasks of the driver's task group; results are routed to each
 request's one-shot signal. The facade talks to the engine through its public methods only.
+
+The engine also keeps the enqueued-token ledger: the estimated input tokens of our started
+jobs, per model, against the quota (``max_enqueued_tokens``, or lower once the server
+rejected a batch with ``token_limit_exceeded``). A flushed job waits in ``_runnable`` until
+it fits; the lanes cut no batch above the quota.
 """
 
 from __future__ import annotations

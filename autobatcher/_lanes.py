@@ -2,9 +2,10 @@
 
 Which lane a request joins (one per endpoint and model, as one batch file must be), when a
 lane is flushed into a job (``batch_size``; the file's line, byte and embedding-input caps;
-the window), what withdrawing a request undoes, and the bound on requests held in memory
-before upload. Nothing here awaits, so a cancellation can never catch it half-way; the engine
-does the I/O around it. Unit-tested without a server (``tests/test_lanes.py``).
+the model's enqueued-token quota, when one is known; the window), what withdrawing a
+request undoes, and the bound on requests held in memory before upload. Nothing here awaits,
+so a cancellation can never catch it half-way; the engine does the I/O around it.
+Unit-tested without a server (``tests/test_lanes.py``).
 """
 
 from __future__ import annotations

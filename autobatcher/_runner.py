@@ -10,7 +10,14 @@ under way or the client aborted, three notifications (uploaded, finished, a requ
 and ``resubmit``: requests the server says did not run (an expired batch, a batch failed
 over other lines, a cancel we did not ask for) or failed transiently (429, 5xx,
 ``request_timeout``) leave their job and go back into a lane for a new batch, each at most
-``max_resubmits`` times; anything else is an answer, delivered as it is.
+``max_resubmits`` times; anything else is an answer, delivered as it is. A batch the server
+fails over its enqueued-token quota ran nothing: ``quota_rejected`` tells the engine (which
+learns the quota and holds new batches until ours leave room), and its requests go again
+without using up their count. A batch still unfinished ``batch_deadline_seconds`` after its
+creation is cancelled by the watchdog: unlike a cancel meant to stop (every caller left, the
+client stopped), what it did not run goes on. With ``on_expired="realtime"``, what an
+expired or overdue batch did not run is answered by the real-time endpoint instead
+(:mod:`autobatcher._realtime`).
 """
 
 from __future__ import annotations
