@@ -83,9 +83,12 @@ def _usage(line: bytes) -> tuple[int, int]:
 def _status(store: SqliteStore) -> dict[str, Any]:
     counts = store.counts()
     phases: dict[str, int] = {}
+    statuses: dict[str, int] = {}
     for record, _total, _done in store.jobs():
         name = Phase(record.phase).name.lower()
         phases[name] = phases.get(name, 0) + 1
+        if record.status is not None:  # the upstream status last seen (``finalizing`` …)
+            statuses[record.status] = statuses.get(record.status, 0) + 1
     prompt = completion = 0
     for _custom_id, line in store.results():
         used = _usage(line)
@@ -108,6 +111,7 @@ def _status(store: SqliteStore) -> dict[str, Any]:
     return {
         **counts,
         "jobs_by_phase": phases,
+        "batches_by_status": statuses,
         "tokens": {"prompt": prompt, "completion": completion, "total": prompt + completion},
         "resubmissions": {
             "requests": sum(by_reason.values()),
@@ -166,6 +170,8 @@ def _run(args: argparse.Namespace) -> int:
             )
             phases = ", ".join(f"{n} {p}" for p, n in sorted(data["jobs_by_phase"].items()))
             print(f"batch jobs: {phases or 'none'}")
+            statuses = ", ".join(f"{n} {s}" for s, n in sorted(data["batches_by_status"].items()))
+            print(f"upstream batches: {statuses or 'none'}")
             tokens = data["tokens"]
             print(
                 f"tokens: {tokens['prompt']} prompt + {tokens['completion']} completion = "

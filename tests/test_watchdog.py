@@ -7,6 +7,7 @@ record). Virtual time: the deadline is on the loop's clock.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 
 from autobatcher import BatchCancelledError, BatchEvent, BatchOpenAI, SqliteStore
+from autobatcher._cli import main
 from autobatcher.types import ChatCompletion
 
 from ._support import Recorder, chat, emulated, gather, in_process, virtual_time
@@ -118,13 +120,14 @@ async def test_past_max_resubmits_the_watchdog_s_remainder_gets_batch_cancelled_
 
 @virtual_time()
 async def test_the_journal_shows_a_batch_in_finalizing_and_the_watchdog_s_cancel(
-    tmp_path: Path,
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # The journal's record carries the upstream status: while the watchdog looks at a batch
     # stuck in finalizing, the journal says "finalizing" (what `autobatcher journal list`
     # shows); afterwards, "cancelled".
     path = tmp_path / "journal.sqlite"
     seen_in_journal: list[set[str | None]] = []
+    seen_by_command: list[dict[str, int]] = []
 
     def journal_statuses() -> set[str | None]:
         store = SqliteStore(path)
@@ -134,10 +137,17 @@ async def test_the_journal_shows_a_batch_in_finalizing_and_the_watchdog_s_cancel
         finally:
             store.close()
 
+    def journal_status_command() -> dict[str, Any]:
+        assert main(["journal", str(path), "--json", "status"]) == 0
+        data: dict[str, Any] = json.loads(capsys.readouterr().out)
+        return data
+
     def hook(event: BatchEvent) -> None:
         recorder(event)
         if event.kind == "batch_overdue":
             seen_in_journal.append(journal_statuses())
+            # (an event hook's exceptions are logged, not raised: look afterwards)
+            seen_by_command.append(journal_status_command()["batches_by_status"])
 
     recorder = Recorder()
     texts = [f"j{i}" for i in range(10)] + ["stuck [[stuck]]"]
@@ -155,7 +165,9 @@ async def test_the_journal_shows_a_batch_in_finalizing_and_the_watchdog_s_cancel
     assert_echoed(results, texts)
     assert server.emulator.stats().duplicate_executions == 0
     assert seen_in_journal == [{"finalizing"}]
+    assert seen_by_command == [{"finalizing": 1}]
     assert journal_statuses() == {"cancelled"}
+    assert journal_status_command()["batches_by_status"] == {"cancelled": 1}
     (overdue,) = recorder.kinds("batch_overdue")
     assert overdue.status == "finalizing"
 
