@@ -11,12 +11,29 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import anyio
+import httpx
 import pytest
 
-from autobatcher import APIConnectionError, BadRequestError, BatchOpenAI
+from autobatcher import (
+    APIConnectionError,
+    BadRequestError,
+    BatchOpenAI,
+    RequestAbortedError,
+    open_batcher,
+)
 from autobatcher.types import ChatCompletion
 
-from ._support import Recorder, chat, emulated, gather, in_process, virtual_time
+from ._support import (
+    Recorder,
+    chat,
+    emulated,
+    gather,
+    in_process,
+    leftover_tasks,
+    task_ids,
+    virtual_time,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -155,3 +172,54 @@ async def test_a_realtime_call_that_fails_reaches_its_caller_as_that_error() -> 
     stats = server.emulator.stats()
     assert stats.total_executions == 6
     assert stats.realtime_calls == 0
+
+
+@virtual_time()
+async def test_a_client_stopped_during_escalation_answers_every_caller() -> None:
+    # The real-time calls hang; the client is stopped (its block cancelled) meanwhile: the
+    # callers the batch answered keep their answers, the escalated ones get
+    # RequestAbortedError, and nothing is left running.
+    calling = anyio.Event()
+
+    async def hold_realtime_calls(request: httpx.Request) -> None:
+        if request.url.path.endswith("/chat/completions"):
+            calling.set()
+            await anyio.sleep_forever()
+
+    results: list[Any] = []
+    clients: list[BatchOpenAI] = []
+    ready = anyio.Event()
+    before = task_ids()
+    async with in_process(lines_per_second=2.0, expire_after_seconds=3.0) as server:
+        async with server.http(event_hooks={"request": [hold_realtime_calls]}) as http:
+            options = server.options(
+                http_client=http, batch_size=10, poll_interval_seconds=0.5, on_expired="realtime"
+            )
+
+            async def own_the_client(scope: anyio.CancelScope) -> None:
+                with scope:
+                    async with open_batcher(**options) as client:
+                        clients.append(client)
+                        ready.set()
+                        await anyio.sleep_forever()
+
+            async def call() -> None:
+                results.extend(
+                    await gather(
+                        *[clients[0].chat.completions.create(**chat(f"a{i}")) for i in range(10)]
+                    )
+                )
+
+            async with anyio.create_task_group() as tg:
+                scope = anyio.CancelScope()
+                tg.start_soon(own_the_client, scope)
+                await ready.wait()
+                tg.start_soon(call)
+                await calling.wait()
+                scope.cancel()
+            assert await leftover_tasks(before) == []
+        stats = server.emulator.stats()
+    assert sum(isinstance(r, ChatCompletion) for r in results) == 6
+    assert sum(isinstance(r, RequestAbortedError) for r in results) == 4
+    assert stats.realtime_calls == 0
+    assert stats.total_executions == 6
