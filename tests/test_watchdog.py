@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from autobatcher import BatchCancelledError, BatchEvent, BatchOpenAI, SqliteStore
@@ -213,3 +214,52 @@ async def test_a_batch_that_ends_just_before_its_deadline_is_collected_not_cance
     assert len(recorder.kinds("batch_overdue")) == 1
     assert not recorder.kinds("batch_resubmitted")
     assert any("could not cancel overdue batch" in r.getMessage() for r in caplog.records)
+
+
+@virtual_time()
+async def test_a_run_that_stops_after_the_watchdog_s_cancel_leaves_the_next_run_to_go_on(
+    tmp_path: Path,
+) -> None:
+    # Run 1: the watchdog cancels a slow batch, and the program stops while the batch is
+    # still cancelling upstream. Run 2 (same journal) picks the batch up: the journal says
+    # the cancel was the watchdog's, so what the batch did not run goes into a new batch
+    # (not BatchCancelledError), and what ran is answered from it. Nothing runs twice.
+    path = tmp_path / "journal.sqlite"
+    texts = [f"n{i}" for i in range(20)]
+    cancelling = anyio.Event()
+
+    def hook(event: BatchEvent) -> None:
+        if event.status == "cancelling":
+            cancelling.set()
+
+    async with in_process(lines_per_second=2.0, cancelling_seconds=10.0) as server:
+        options = server.options(
+            batch_size=20, poll_interval_seconds=1.0, batch_deadline_seconds=4.0, journal=path
+        )
+        first: list[Any] = []
+
+        async def first_run(scope: anyio.CancelScope) -> None:
+            with scope:
+                async with BatchOpenAI(**options, event_hook=hook) as client:
+                    first.extend(
+                        await gather(*[client.chat.completions.create(**chat(t)) for t in texts])
+                    )
+
+        async with anyio.create_task_group() as tg:
+            scope = anyio.CancelScope()
+            tg.start_soon(first_run, scope)
+            await cancelling.wait()
+            scope.cancel()
+        assert first == []  # (the callers were cancelled with the block)
+        server.emulator.configure(lines_per_second=None)  # the new batch runs in time
+        recorder = Recorder()
+        async with BatchOpenAI(**options, event_hook=recorder) as client:
+            results = await gather(*[client.chat.completions.create(**chat(t)) for t in texts])
+        assert_echoed(results, texts)
+        stats = server.emulator.stats()
+    assert stats.duplicate_executions == 0
+    assert stats.total_executions == len(texts)
+    assert stats.batches_by_status == {"cancelled": 1, "completed": 1}
+    (moved,) = recorder.kinds("batch_resubmitted")
+    assert moved.detail == OVERDUE
+    assert 0 < moved.requests < len(texts)
