@@ -249,3 +249,16 @@ async def test_a_request_with_no_resubmission_left_still_goes_again_after_a_quot
     assert resubmitted(recorder, "transient failure (status 503)") == len(texts)
     assert resubmitted(recorder) == len(texts)
     assert server.emulator.stats().duplicate_executions == len(texts)
+
+
+async def test_a_lone_request_the_server_rejects_gets_the_server_s_error() -> None:
+    # One request, rejected with nothing else of ours enqueued: nothing to wait for and
+    # nothing to split, so its caller gets the server's own error at once (one batch).
+    async with emulated({"enqueued_token_limit": 1}) as (server, client):
+        with pytest.raises(BatchFailedError) as caught:
+            await client.chat.completions.create(**chat("alone"))
+    error = caught.value
+    assert error.code == "token_limit_exceeded"
+    assert error.batch_id in server.emulator.batches
+    assert error.errors and "Enqueued token limit reached" in error.errors[0]["message"]
+    assert server.emulator.stats().batches_created == 1
