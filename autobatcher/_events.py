@@ -39,9 +39,10 @@ class BatchEvent:
 
     When a batch goes wrong: ``batch_resubmitted`` (``requests`` of batch ``batch_id`` go
     into a new batch; ``detail`` says why, ``custom_ids`` which; the ``batch_submitted``
-    of the batch they go into says so in its ``detail``), ``batch_overdue`` (the watchdog
-    cancels a batch unfinished after ``batch_deadline_seconds``), ``batch_escalated``
-    (``requests`` go to the real-time endpoint at full price, ``on_expired="realtime"``).
+    of the batch they go into names them in its ``custom_ids`` and ``detail``),
+    ``batch_overdue`` (the watchdog cancels a batch unfinished after
+    ``batch_deadline_seconds``), ``batch_escalated`` (``requests`` go to the real-time
+    endpoint at full price, ``on_expired="realtime"``).
     """
 
     kind: EventKind
@@ -53,7 +54,8 @@ class BatchEvent:
     request_counts: Mapping[str, int] | None = None
     elapsed: float = 0.0
     detail: str | None = None
-    #: ``batch_resubmitted`` / ``batch_escalated``: the requests that went on
+    #: ``batch_resubmitted`` / ``batch_escalated``: the requests that went on;
+    #: ``batch_submitted``: the resubmitted requests the new batch carries
     custom_ids: tuple[str, ...] = ()
 
 

@@ -328,20 +328,23 @@ class JobRunner:
             job.overdue_at = now + config.batch_deadline_seconds
         if self._journal is not None:
             await self._journal.save_job(record)  # the batch id
-        self._event("batch_submitted", job, detail=self._carried(job))
+        if self._events.wanted:
+            carried, detail = self._carried(job)
+            self._event("batch_submitted", job, detail=detail, custom_ids=carried)
         self._checkpoint()
 
-    def _carried(self, job: Job) -> str | None:
-        """What a ``batch_submitted`` event says of the resubmitted requests the batch carries
-        (so events alone tell where every resubmitted request went)."""
-        if not self._events.wanted:
-            return None
-        origins = Counter(slot.origin for slot in job.slots.values() if slot.origin is not None)
-        if not origins:
-            return None
-        return "carries " + ", ".join(
+    @staticmethod
+    def _carried(job: Job) -> tuple[list[str], str | None]:
+        """The resubmitted requests a new batch carries, and what its ``batch_submitted``
+        event says of them (so events alone tell where every resubmitted request went)."""
+        carried = [slot for slot in job.slots.values() if slot.origin is not None]
+        if not carried:
+            return [], None
+        origins = Counter(slot.origin for slot in carried)
+        detail = "carries " + ", ".join(
             f"{count} request(s) resubmitted from {origin}" for origin, count in origins.items()
         )
+        return [slot.custom_id for slot in carried], detail
 
     async def _await_processed(self, job: Job) -> None:
         """Wait until the uploaded file is ``processed`` (Azure: a batch cannot use it before).

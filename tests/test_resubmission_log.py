@@ -58,11 +58,13 @@ async def test_events_and_the_journal_say_which_requests_went_where_and_why(
     (moved,) = recorder.kinds("batch_resubmitted")
     assert (moved.requests, moved.detail, moved.batch_id) == (10, EXPIRED, expired_batch.id)
     assert set(moved.custom_ids) == unrun
-    submitted = {e.batch_id: e.detail for e in recorder.kinds("batch_submitted")}
-    assert submitted[expired_batch.id] is None
-    assert submitted[second_batch.id] == (
+    submitted = {e.batch_id: e for e in recorder.kinds("batch_submitted")}
+    assert submitted[expired_batch.id].detail is None
+    assert submitted[expired_batch.id].custom_ids == ()
+    assert submitted[second_batch.id].detail == (
         f"carries 10 request(s) resubmitted from {expired_batch.id}"
     )
+    assert set(submitted[second_batch.id].custom_ids) == unrun
     # the journal: the same, with the batch they went into
     data = status(capsys, journal)
     assert data["resubmissions"] == {
