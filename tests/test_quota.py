@@ -17,9 +17,11 @@ import pytest
 from autobatcher import BatchFailedError, RequestTooLargeError
 from autobatcher._config import estimate_tokens
 from autobatcher._jsonl import encode_line
+from autobatcher._providers import ProviderName
 from autobatcher.types import ChatCompletion
 
 from ._support import Recorder, chat, emulated, gather, in_process, virtual_time
+from .test_providers import FLAVOURS, against
 
 pytestmark = pytest.mark.anyio
 
@@ -262,3 +264,26 @@ async def test_a_lone_request_the_server_rejects_gets_the_server_s_error() -> No
     assert error.batch_id in server.emulator.batches
     assert error.errors and "Enqueued token limit reached" in error.errors[0]["message"]
     assert server.emulator.stats().batches_created == 1
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+@virtual_time()
+async def test_every_provider_s_quota_rejection_is_waited_out(flavour: ProviderName) -> None:
+    # The same story in each provider's dialect (statuses spelled their way, Azure's file
+    # processing and deletion, Together's wrapped create, Doubleword's early files …).
+    texts = [f"f{i}" for i in range(30)]
+    limit = tokens_of(texts) // 3
+    recorder = Recorder()
+    async with against(
+        flavour,
+        {"enqueued_token_limit": limit, "lines_per_second": 100.0},
+        batch_size=10,
+        event_hook=recorder,
+    ) as (emulator, client):
+        results = await gather(*[client.chat.completions.create(**chat(t)) for t in texts])
+    assert_echoed(results, texts)
+    stats = emulator.stats()
+    assert stats.duplicate_executions == 0
+    assert stats.total_executions == len(texts)
+    assert stats.batches_by_status.get("failed", 0) >= 1
+    assert resubmitted(recorder) == 10 * stats.batches_by_status["failed"]
