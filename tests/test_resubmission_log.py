@@ -151,3 +151,30 @@ async def test_a_journal_of_schema_1_opens_and_gains_the_resubmissions_table(
         assert db.execute("SELECT count(*) FROM resubmissions").fetchone()[0] == 0
     finally:
         db.close()
+
+
+@virtual_time()
+async def test_quota_rejections_are_on_record_and_a_second_run_pays_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    journal = tmp_path / "run.journal"
+    texts = [f"q{i}" for i in range(30)]
+    quota = "batch rejected over the enqueued-token quota (token_limit_exceeded)"
+    async with in_process(enqueued_token_limit=450, lines_per_second=50.0) as server:
+        for run in range(2):
+            async with BatchOpenAI(
+                **server.options(batch_size=10, poll_interval_seconds=0.5, journal=journal)
+            ) as client:
+                results = await gather(*[client.chat.completions.create(**chat(t)) for t in texts])
+            assert [r.choices[0].message.content for r in results] == texts
+            if run == 0:
+                stats = server.emulator.stats()
+                assert stats.duplicate_executions == 0
+                rejected = stats.batches_by_status.get("failed", 0)
+                assert rejected >= 1
+                server.emulator.reset_stats()
+        assert server.emulator.stats().api_calls == 0  # the second run: all from the journal
+    data = status(capsys, journal)["resubmissions"]
+    assert data["by_reason"] == {quota: 10 * rejected}
+    completed = {b.id for b in server.emulator.batches.values() if b.status == "completed"}
+    assert all(move["into_batch"] in completed for move in data["moves"])
