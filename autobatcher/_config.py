@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import attrs
 import httpx
@@ -14,7 +14,9 @@ from ._providers import PROVIDERS, Provider, ProviderName, infer_provider
 if TYPE_CHECKING:
     from ._events import BatchEvent
 
-__all__ = ["DEFAULT_BASE_URL", "BatcherConfig"]
+__all__ = ["DEFAULT_BASE_URL", "BatcherConfig", "OnExpired", "estimate_tokens"]
+
+OnExpired = Literal["resubmit", "realtime"]
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
@@ -49,6 +51,30 @@ def _int_at_most(limit: int) -> Callable[[object, attrs.Attribute[Any], int], No
             raise ValueError(f"{attribute.name} must be between 1 and {limit}, got {value}")
 
     return check
+
+
+def _optional_seconds(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(
+            f"{attribute.name} must be a number of seconds or None, got {type(value).__name__}"
+        )
+    _positive(instance, attribute, value)
+
+
+def _optional_count(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{attribute.name} must be an int or None, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{attribute.name} must be >= 1, got {value}")
+
+
+def _on_expired(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value not in ("resubmit", "realtime"):
+        raise ValueError(f"on_expired must be 'resubmit' or 'realtime', got {value!r}")
 
 
 def _optional_int(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -132,6 +158,17 @@ def _base_url(value: str | httpx.URL | None) -> str:
     return url.rstrip("/")
 
 
+def estimate_tokens(nbytes: int) -> int:
+    """The enqueued-token estimate of ``nbytes`` of JSONL request lines: bytes / 4, rounded up.
+
+    Providers count the *input* tokens of a batch against its enqueued-token quota (OpenAI's
+    "batch queue limit", Azure's per-deployment quota). A token is about four bytes of
+    English text, and the whole encoded line (its JSON keys, custom_id and url included) is
+    counted, so the estimate errs high for prompts and needs no tokenizer.
+    """
+    return (nbytes + 3) // 4
+
+
 @attrs.frozen(kw_only=True)
 class BatcherConfig:
     """Everything a batcher needs to know; built once, never changed.
@@ -179,6 +216,17 @@ class BatcherConfig:
     #: how many times one request may go into a new batch after its batch expired, failed
     #: validation because of another line, or answered it with a transient failure
     max_resubmits: int = attrs.field(default=3, validator=_count)
+    #: a known enqueued-token quota (per model): batches are sized and started so that the
+    #: estimated input tokens of our unfinished batches of one model stay within it. The
+    #: estimate is cheap and errs high: the bytes of a request's encoded JSONL line / 4.
+    max_enqueued_tokens: int | None = attrs.field(default=None, validator=_optional_count)
+    #: a batch still unfinished this long after it was created is cancelled: what finished
+    #: is delivered, what did not run is resubmitted (or escalated, see ``on_expired``)
+    batch_deadline_seconds: float | None = attrs.field(default=None, validator=_optional_seconds)
+    #: what happens to requests a batch did not run because it expired (or the watchdog
+    #: cancelled it): ``"resubmit"`` into a new batch, or ``"realtime"``: sent to the
+    #: real-time endpoint at once, at full price
+    on_expired: OnExpired = attrs.field(default="resubmit", validator=_on_expired)
     event_hook: Callable[[BatchEvent], object] | None = attrs.field(default=None, repr=False)
 
     def __attrs_post_init__(self) -> None:

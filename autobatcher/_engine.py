@@ -15,6 +15,11 @@ next lane window as its timeout, drains a burst with ``receive_nowait``, and sto
 while ``max_queued_requests`` requests are in lanes and not yet uploaded, so the buffer is the
 backpressure. Jobs run as tasks of the driver's task group; results are routed to each
 request's one-shot signal. The facade talks to the engine through its public methods only.
+
+The engine also keeps the enqueued-token ledger: the estimated input tokens of our started
+jobs, per model, against the quota (``max_enqueued_tokens``, or lower once the server
+rejected a batch with ``token_limit_exceeded``). A flushed job waits in ``_runnable`` until
+it fits; the lanes cut no batch above the quota.
 """
 
 from __future__ import annotations
@@ -22,16 +27,18 @@ from __future__ import annotations
 import logging
 import math
 import secrets
+import time
 from collections import deque
 from collections.abc import Callable
 
 import anyio
 import anyio.abc
 
-from ._config import BatcherConfig
+from ._config import BatcherConfig, estimate_tokens
 from ._driver import RUN_MODE, Turns
 from ._errors import (
     APIError,
+    BatchFailedError,
     ClientClosedError,
     EventLoopError,
     InternalError,
@@ -76,7 +83,11 @@ class Engine:
         self._intake_tx, self._intake_rx = anyio.create_memory_object_stream[Slot | None](
             config.max_queued_requests
         )
-        self._lanes = Lanes(config, self._new_job_key)
+        #: the enqueued-token ledger, by model: estimated tokens of our started jobs, and the
+        #: quota learned from the server's ``token_limit_exceeded`` answers
+        self._enqueued: dict[str, int] = {}
+        self._learned_quota: dict[str, int] = {}
+        self._lanes = Lanes(config, self._new_job_key, self.token_cap)
         self._jobs: dict[str, Job] = {}  # flushed and not done, by key
         self._runnable: deque[Job] = deque()
         self._started: set[Job] = set()  # jobs whose task runs now
@@ -188,6 +199,10 @@ class Engine:
                 # the schedule was on the old process's clock: poll at once
                 record.next_poll_at = None
                 job = Job(record=record, deadline=now, flushed_at=now, resumed=True)
+                deadline = self.config.batch_deadline_seconds
+                if deadline is not None and record.created_wall:
+                    # (the old process's loop clock is gone: the wall clock says how long)
+                    job.overdue_at = now + max(0.0, record.created_wall + deadline - time.time())
                 self._jobs[record.key] = job
                 self._runnable.append(job)
                 for custom_id in record.order:
@@ -295,6 +310,7 @@ class Engine:
         self.poke()
 
     def finished(self, job: Job) -> None:
+        self._release_tokens(job)
         if job.resumed:
             for custom_id in job.record.order:
                 if self._resumed.get(custom_id) is job:
@@ -308,7 +324,14 @@ class Engine:
         if slot is self._turns.driver:
             self.poke()
 
-    def resubmit(self, slots: list[Slot], reason: str, *, batch_id: str | None = None) -> int:
+    def resubmit(
+        self,
+        slots: list[Slot],
+        reason: str,
+        *,
+        batch_id: str | None = None,
+        counted: bool = True,
+    ) -> int:
         """Put requests the server did not run back into lanes, to go in a new batch.
 
         The runner calls this only for requests the server has told us did not run (their
@@ -319,10 +342,12 @@ class Engine:
         A request whose caller left meanwhile is skipped; once the engine is aborting, the
         requests get :class:`RequestAbortedError` instead. The lanes count them against
         ``max_queued_requests`` as new ones (the intake waits while that is exceeded).
+        ``counted=False`` (a quota rejection) does not count against ``max_resubmits``.
         Returns how many went back.
         """
         now = anyio.current_time()
         count = 0
+        moved: list[str] = []
         for slot in slots:
             if slot.outcome is not None:  # its caller left after the slot left its job
                 continue
@@ -340,11 +365,16 @@ class Engine:
                 fire(slot.signal)
                 self.settled(slot)
                 continue
-            slot.resubmits += 1
+            if counted:
+                slot.resubmits += 1
             slot.job = None
+            slot.origin = batch_id
             self._lanes.add(slot, now)
+            moved.append(slot.custom_id)
             count += 1
         if count:
+            if self.journal is not None:
+                self.journal.note_resubmission(moved, reason, batch_id)
             first = slots[0]
             logger.info(
                 "resubmitting %d request(s) of batch %s in a new batch: %s",
@@ -360,10 +390,128 @@ class Engine:
                     model=first.model,
                     requests=count,
                     detail=reason,
+                    custom_ids=tuple(moved),
                 )
             )
             self.poke()
         return count
+
+    # -- the enqueued-token ledger ---------------------------------------------------------------
+
+    def token_cap(self, model: str) -> int | None:
+        """The enqueued-token quota of ``model`` we keep under: ``max_enqueued_tokens``, or
+        lower once the server rejected a batch over its quota (``None``: none known)."""
+        configured = self.config.max_enqueued_tokens
+        learned = self._learned_quota.get(model)
+        if learned is None:
+            return configured
+        return learned if configured is None else min(configured, learned)
+
+    def quota_rejected(self, job: Job) -> bool:
+        """The server failed ``job``'s batch over its enqueued-token quota: nothing of it ran.
+
+        What the server holds of ours is the other started jobs of the model; with this
+        job's own estimate on top it was too much, so the quota is below their sum. Keeping
+        under that from now on makes the resubmitted requests wait until enough of our
+        batches finish; when nothing else of ours was enqueued, the job alone was over, and
+        its requests go into batches of half its size. The learned quota only ever goes
+        down (for the life of the client), so this ends: at worst a request alone is over
+        it and gets its error.
+
+        Returns whether the requests should go again: not when the job was one request and
+        nothing else of ours was enqueued (nothing to wait for, nothing to split), so its
+        caller gets the server's error.
+        """
+        model = job.record.model
+        tokens = job.reserved or estimate_tokens(job.nbytes)
+        if not tokens:
+            return True  # (a job of an earlier run: its size is unknown here)
+        others = self._enqueued.get(model, 0) - job.reserved
+        if others <= 0 and job.size <= 1:
+            return False
+        # With nothing else of ours enqueued the job alone is over: halve (a few rejections
+        # at most, whatever the true quota), rather than shave one token at a time.
+        quota = others + tokens - 1 if others > 0 else tokens // 2
+        current = self.token_cap(model)
+        if current is None or quota < current:
+            self._learned_quota[model] = quota
+            logger.warning(
+                "the server's enqueued-token quota for %s is below %d estimated tokens: "
+                "keeping under %d from now on (%d held by our running batches)",
+                model or "this endpoint",
+                others + tokens,
+                quota,
+                others,
+            )
+        return True
+
+    def _reserve_tokens(self, job: Job) -> bool:
+        """Whether ``job`` may start now as far as the enqueued-token quota goes; if so its
+        estimate is added to the ledger until it finishes. A job over the quota alone (the
+        quota was learned after it was flushed) goes back into lanes, to be split."""
+        if job.reserved:
+            return True  # started before (a hand-over): it holds its place
+        model = job.record.model
+        tokens = estimate_tokens(job.nbytes)
+        cap = self.token_cap(model)
+        record = job.record
+        enqueued = self._enqueued.get(model, 0)
+        # (only a job not uploaded yet waits: one that is, or may be, upstream goes on)
+        if cap is not None and record.phase == Phase.QUEUED and not record.upload_unsure:
+            if tokens > cap:
+                self._split(job, cap)
+                return False
+            if enqueued + tokens > cap:
+                return False  # it waits until our running batches leave room
+        job.reserved = tokens
+        self._enqueued[model] = enqueued + tokens
+        return True
+
+    def _release_tokens(self, job: Job) -> None:
+        if job.reserved:
+            model = job.record.model
+            self._enqueued[model] = self._enqueued.get(model, 0) - job.reserved
+            job.reserved = 0
+            self.poke()
+
+    def _split(self, job: Job, cap: int) -> None:
+        """Put a flushed, not yet uploaded job's requests back into lanes (which now cut
+        batches under ``cap``); a request over ``cap`` alone gets its error."""
+        self._lanes.release(job)
+        self._jobs.pop(job.record.key, None)
+        job.record.phase = Phase.DONE
+        now = anyio.current_time()
+        slots = list(job.slots.values())
+        job.slots.clear()
+        job.nbytes = job.inputs = 0
+        for slot in slots:
+            if slot.outcome is not None:
+                continue
+            tokens = estimate_tokens(len(slot.line or b""))
+            if tokens > cap:
+                message = (
+                    f"this request alone is estimated at {tokens} input tokens, more than the "
+                    f"server's enqueued-token quota for {slot.model!r} allows (under {cap + 1} "
+                    "as learned from its token_limit_exceeded answers)"
+                )
+                slot.outcome = BatchFailedError(
+                    message,
+                    errors=[{"code": "token_limit_exceeded", "message": message, "line": None}],
+                    code="token_limit_exceeded",
+                    custom_id=slot.custom_id,
+                )
+                slot.line = None
+                fire(slot.signal)
+                self.settled(slot)
+                continue
+            slot.job = None
+            self._lanes.add(slot, now)
+        logger.info(
+            "batch job %s (%d requests) is over the enqueued-token quota alone: split",
+            job.record.key,
+            len(slots),
+        )
+        self._check_idle()
 
     # -- the loop --------------------------------------------------------------------------------
 
@@ -486,12 +634,20 @@ class Engine:
         return cap is None or len(self._started) < cap
 
     def _start_runnable(self, tg: anyio.abc.TaskGroup) -> None:
+        waiting: deque[Job] = deque()  # held back by the enqueued-token quota, in order
         while self._runnable and self._can_start():
             job = self._runnable.popleft()
             if job.phase == Phase.DONE or job in self._started:
                 continue
+            if not self._reserve_tokens(job):
+                if job.record.key in self._jobs:  # (not split into new lanes)
+                    waiting.append(job)
+                continue
             self._started.add(job)
             tg.start_soon(self._run_job, job, name=f"autobatcher job {job.record.key}")
+        if waiting:
+            waiting.extend(self._runnable)
+            self._runnable = waiting
 
     async def _run_job(self, job: Job) -> None:
         try:

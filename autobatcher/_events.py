@@ -23,6 +23,8 @@ EventKind = Literal[
     "batch_expired",
     "batch_cancelled",
     "batch_resubmitted",
+    "batch_overdue",
+    "batch_escalated",
     "retry",
     "client_closing",
 ]
@@ -34,6 +36,13 @@ class BatchEvent:
 
     ``elapsed`` is seconds since the batch was flushed (or since the call began, for ``retry``).
     ``request_counts`` mirrors the Batch object's ``{total, completed, failed}``.
+
+    When a batch goes wrong: ``batch_resubmitted`` (``requests`` of batch ``batch_id`` go
+    into a new batch; ``detail`` says why, ``custom_ids`` which; the ``batch_submitted``
+    of the batch they go into names them in its ``custom_ids`` and ``detail``),
+    ``batch_overdue`` (the watchdog cancels a batch unfinished after
+    ``batch_deadline_seconds``), ``batch_escalated`` (``requests`` go to the real-time
+    endpoint at full price, ``on_expired="realtime"``).
     """
 
     kind: EventKind
@@ -45,6 +54,9 @@ class BatchEvent:
     request_counts: Mapping[str, int] | None = None
     elapsed: float = 0.0
     detail: str | None = None
+    #: ``batch_resubmitted`` / ``batch_escalated``: the requests that went on;
+    #: ``batch_submitted``: the resubmitted requests the new batch carries
+    custom_ids: tuple[str, ...] = ()
 
 
 def emit(hook: Callable[[BatchEvent], object] | None, event: BatchEvent) -> None:

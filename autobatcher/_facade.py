@@ -17,7 +17,7 @@ import anyio.abc
 import httpx
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from ._config import BatcherConfig
+from ._config import BatcherConfig, OnExpired, estimate_tokens
 from ._engine import Engine
 from ._errors import (
     APITimeoutError,
@@ -110,6 +110,9 @@ class BatchOpenAI:
         shutdown_timeout_seconds: float = 10.0,
         fetch_partial_results: bool = True,
         max_resubmits: int = 3,
+        max_enqueued_tokens: int | None = None,
+        batch_deadline_seconds: float | None = None,
+        on_expired: OnExpired = "resubmit",
         event_hook: Callable[[BatchEvent], object] | None = None,
         journal: str | os.PathLike[str] | Store | None = None,
     ) -> None:
@@ -124,6 +127,18 @@ class BatchOpenAI:
         :mod:`autobatcher._journal`. A journal that cannot be used raises :class:`JournalError`
         here. ``cancel_batches_on_exit`` defaults to True without a journal and False with one
         (the next run collects them).
+
+        When batches go wrong: ``max_resubmits`` bounds how often one request goes into a new
+        batch after its batch expired (or failed over other lines, or answered it with a
+        transient failure). ``max_enqueued_tokens`` keeps the estimated input tokens of our
+        unfinished batches of one model under a known quota (estimate: a request's encoded
+        JSONL bytes / 4, which errs high; a request over it alone raises
+        :class:`RequestTooLargeError` here); without it, a batch the server rejects with
+        ``token_limit_exceeded`` is resubmitted once our running batches leave room.
+        ``batch_deadline_seconds`` is a watchdog: a batch unfinished that long after its
+        creation is cancelled, its finished results delivered and the rest resubmitted.
+        ``on_expired="realtime"`` sends what an expired (or overdue) batch did not run to the
+        real-time endpoint instead, at full price (``batch_escalated`` events say how many).
         """
         if http_client is not None and not isinstance(http_client, httpx.AsyncClient):
             raise TypeError("http_client must be an httpx.AsyncClient")
@@ -153,6 +168,9 @@ class BatchOpenAI:
             shutdown_timeout_seconds=shutdown_timeout_seconds,
             fetch_partial_results=fetch_partial_results,
             max_resubmits=max_resubmits,
+            max_enqueued_tokens=max_enqueued_tokens,
+            batch_deadline_seconds=batch_deadline_seconds,
+            on_expired=on_expired,
             event_hook=event_hook,
         )
         if self._config.api_key is None:
@@ -263,6 +281,9 @@ class BatchOpenAI:
         shutdown_timeout_seconds: float | Omit = omit,
         fetch_partial_results: bool | Omit = omit,
         max_resubmits: int | Omit = omit,
+        max_enqueued_tokens: int | Omit | None = omit,
+        batch_deadline_seconds: float | Omit | None = omit,
+        on_expired: OnExpired | Omit = omit,
         event_hook: Callable[[BatchEvent], object] | Omit | None = omit,
     ) -> BatchOpenAI:
         """A new, independent client with this one's options, some of them overridden.
@@ -315,6 +336,9 @@ class BatchOpenAI:
             "shutdown_timeout_seconds": shutdown_timeout_seconds,
             "fetch_partial_results": fetch_partial_results,
             "max_resubmits": max_resubmits,
+            "max_enqueued_tokens": max_enqueued_tokens,
+            "batch_deadline_seconds": batch_deadline_seconds,
+            "on_expired": on_expired,
             "event_hook": event_hook,
         }
         # Another provider (named, or implied by another base_url) brings its own defaults
@@ -572,6 +596,13 @@ class BatchOpenAI:
             raise RequestTooLargeError(
                 f"this request encodes to {len(line):,} bytes, more than a whole batch may hold "
                 f"(max_batch_bytes={cap:,})"
+            )
+        quota = self._config.max_enqueued_tokens
+        if quota is not None and estimate_tokens(len(line)) > quota:
+            raise RequestTooLargeError(
+                f"this request is estimated at {estimate_tokens(len(line)):,} input tokens "
+                f"(its {len(line):,} encoded bytes / 4), more than max_enqueued_tokens="
+                f"{quota:,} allows in one batch"
             )
         inputs = _count_inputs(endpoint, params) if endpoint.counts_inputs else 1
         return model, custom_id, line, inputs

@@ -57,6 +57,10 @@ class JobRecord:
     error_mark: ResumeMark | None = None
     partial: bool = False  # the server offered results while the batch ran
     cancel_sent: bool = False
+    #: the cancel was the watchdog's: what the batch did not run goes on (in the next run too)
+    overdue: bool = False
+    #: the batch's status when last seen upstream (``finalizing`` is shown as its own state)
+    status: str | None = None
     next_poll_at: float | None = None  # event-loop clock; a hand-over never moves it
 
 
@@ -77,6 +81,7 @@ class Slot:
         "job",
         "line",
         "model",
+        "origin",
         "outcome",
         "resubmits",
         "signal",
@@ -92,6 +97,8 @@ class Slot:
         self.job: Job | None = None
         self.outcome: bytes | BaseException | None = None
         self.resubmits = 0
+        #: the batch it was last resubmitted from (None: never resubmitted)
+        self.origin: str | None = None
 
     def done(self) -> bool:
         return self.outcome is not None
@@ -125,6 +132,10 @@ class Job:
     idle_scope: anyio.CancelScope | None = None
     #: requests taken off this job to go into a new batch, by reason (see JobRunner)
     retry: dict[str, list[Slot]] = attrs.Factory(dict)
+    #: estimated enqueued tokens this job holds in the engine's ledger (while it runs)
+    reserved: int = 0
+    #: when the watchdog cancels the batch if it has not ended (loop clock; None: never)
+    overdue_at: float | None = None
 
     @property
     def phase(self) -> Phase:

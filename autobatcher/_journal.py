@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import socket
 import sqlite3
@@ -53,13 +54,20 @@ __all__ = [
     "JournalError",
     "JournalMeta",
     "JournalState",
+    "ResubmissionLog",
+    "ResubmissionNote",
     "SqliteStore",
     "Store",
     "key_fingerprint",
     "request_key",
 ]
 
-SCHEMA_VERSION = 1
+#: 2: the ``resubmissions`` table (a journal of version 1 gains it when opened for writing)
+logger = logging.getLogger("autobatcher")
+
+SCHEMA_VERSION = 2
+#: ``into_job`` of a resubmission row whose request went to the real-time endpoint
+REALTIME = "realtime"
 
 
 class JournalError(AutobatcherError):
@@ -80,6 +88,25 @@ class JournalMeta:
 
 
 @attrs.frozen
+class ResubmissionNote:
+    """Requests of batch ``from_batch`` that went on, and why: into a new batch (``into``
+    None until its job maps them) or to the real-time endpoint (``into`` = ``"realtime"``)."""
+
+    custom_ids: list[str]
+    reason: str
+    from_batch: str | None
+    into: str | None = None
+
+
+@runtime_checkable
+class ResubmissionLog(Protocol):
+    """What a :class:`Store` may add to record resubmissions (``SqliteStore`` does); a store
+    without it keeps everything else."""
+
+    def save_resubmissions(self, notes: Sequence[ResubmissionNote]) -> None: ...
+
+
+@attrs.frozen
 class JournalState:
     """What a new run needs at start: answered requests and the jobs still open upstream."""
 
@@ -92,6 +119,8 @@ class Store(Protocol):
     """Durable storage for one journal. Every method is synchronous and runs in a worker thread.
 
     A store must make each call atomic (all or nothing) and durable when it returns.
+    Recording resubmissions is optional: a store with a ``save_resubmissions(notes)`` method
+    (see :class:`ResubmissionLog`; :class:`SqliteStore` has one) gets them.
     """
 
     def open(self, meta: JournalMeta) -> None:
@@ -182,6 +211,16 @@ CREATE TABLE IF NOT EXISTS results (
     length INTEGER NOT NULL,
     done_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS resubmissions (
+    id INTEGER PRIMARY KEY,
+    custom_id TEXT NOT NULL,
+    at REAL NOT NULL,
+    reason TEXT NOT NULL,
+    from_batch TEXT,
+    into_job TEXT
+);
+CREATE INDEX IF NOT EXISTS resubmissions_unplaced ON resubmissions (custom_id)
+    WHERE into_job IS NULL;
 """
 
 # Rows go in through one statement per transaction (SQLite's json_each over a JSON array),
@@ -193,6 +232,14 @@ _MAP_REQUESTS = (
     "SELECT value, ?, key FROM json_each(?) WHERE true "
     "ON CONFLICT (custom_id) DO UPDATE SET job_key = excluded.job_key, "
     "position = excluded.position"
+)
+_NOTE_RESUBMISSIONS = (
+    "INSERT INTO resubmissions (custom_id, at, reason, from_batch, into_job) "
+    "SELECT value, ?, ?, ?, ? FROM json_each(?)"
+)
+_PLACE_RESUBMISSIONS = (
+    "UPDATE resubmissions SET into_job = ? WHERE into_job IS NULL "
+    "AND custom_id IN (SELECT value FROM json_each(?))"
 )
 _INDEX_RESULTS = (
     "INSERT INTO results (custom_id, chunk, start, length, done_at) "
@@ -215,6 +262,8 @@ class SqliteStore:
         self._db: sqlite3.Connection | None = None
         self._lock_file: int | None = None
         self._guard = threading.Lock()
+        #: resubmission rows not yet given the job their requests went into
+        self._unplaced = 0
 
     def __repr__(self) -> str:
         return f"SqliteStore({str(self.path)!r})"
@@ -226,6 +275,9 @@ class SqliteStore:
         try:
             db = self._connect(create=True)
             self._check_meta(db, meta)
+            (self._unplaced,) = db.execute(
+                "SELECT count(*) FROM resubmissions WHERE into_job IS NULL"
+            ).fetchone()
         except BaseException:
             self.close()
             raise
@@ -368,7 +420,25 @@ class SqliteStore:
         with self._transaction(db):
             self._upsert_job(db, record)
             if custom_ids is not None:
-                db.execute(_MAP_REQUESTS, (record.key, json.dumps(list(custom_ids))))
+                ids = json.dumps(list(custom_ids))
+                db.execute(_MAP_REQUESTS, (record.key, ids))
+                if self._unplaced:  # resubmitted requests: this is the job they went into
+                    placed = db.execute(_PLACE_RESUBMISSIONS, (record.key, ids)).rowcount
+                    self._unplaced = max(0, self._unplaced - placed)
+
+    def save_resubmissions(self, notes: Sequence[ResubmissionNote]) -> None:
+        """Record that requests went into a new batch (or to the real-time endpoint), and
+        why; the job they go into is filled in by the :meth:`save_job` that maps them."""
+        db = self._require()
+        now = time.time()
+        with self._transaction(db):
+            for note in notes:
+                db.execute(
+                    _NOTE_RESUBMISSIONS,
+                    (now, note.reason, note.from_batch, note.into, json.dumps(note.custom_ids)),
+                )
+                if note.into is None:
+                    self._unplaced += len(note.custom_ids)
 
     def save_results(self, record: JobRecord, results: Sequence[tuple[str, bytes]]) -> None:
         db = self._require()
@@ -436,6 +506,21 @@ class SqliteStore:
         for custom_id, result in cursor:
             yield custom_id, bytes(result)
 
+    def resubmissions(self) -> list[tuple[str, str | None, str | None, str | None, int]]:
+        """Every resubmission, grouped: (reason, from batch, into job, into batch, requests),
+        in the order they happened. (None for a journal of schema 1: it kept none.)"""
+        db = self._require()
+        if not db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'resubmissions'"
+        ).fetchone():
+            return []
+        rows = db.execute(
+            "SELECT r.reason, r.from_batch, r.into_job, j.batch_id, count(*) "
+            "FROM resubmissions r LEFT JOIN jobs j ON j.key = r.into_job "
+            "GROUP BY r.reason, r.from_batch, r.into_job ORDER BY min(r.id)"
+        ).fetchall()
+        return [(str(a), b, c, d, int(n)) for a, b, c, d, n in rows]
+
     def counts(self) -> dict[str, int]:
         db = self._require()
         (total,) = db.execute("SELECT count(*) FROM requests").fetchone()
@@ -453,6 +538,9 @@ class SqliteStore:
                 (cutoff,),
             )
             cursor = db.execute("DELETE FROM results WHERE done_at < ?", (cutoff,))
+            db.execute(
+                "DELETE FROM resubmissions WHERE custom_id NOT IN (SELECT custom_id FROM requests)"
+            )
             db.execute("DELETE FROM chunks WHERE id NOT IN (SELECT DISTINCT chunk FROM results)")
             db.execute(
                 "DELETE FROM jobs WHERE phase = ? AND key NOT IN "
@@ -477,6 +565,27 @@ class Journal:
         self.uncommitted: dict[str, bytes] = {}
         self.state: JournalState | None = None
         self._opening: anyio.Event | None = None
+        #: resubmissions noted since the last write (written with the next one)
+        self._notes: list[ResubmissionNote] = []
+
+    def note_resubmission(
+        self, custom_ids: list[str], reason: str, from_batch: str | None, into: str | None = None
+    ) -> None:
+        """Requests went on from ``from_batch`` (see :class:`ResubmissionNote`). Kept in
+        memory and written before the next write: the write-ahead of the job they go into,
+        or the results of a real-time call."""
+        if isinstance(self.store, ResubmissionLog):
+            self._notes.append(ResubmissionNote(custom_ids, reason, from_batch, into))
+
+    def _take_notes(self) -> list[ResubmissionNote]:
+        """(on the loop) The notes to write with the next write."""
+        notes, self._notes = self._notes, []
+        return notes
+
+    def _write_notes(self, notes: list[ResubmissionNote]) -> None:
+        """(in the worker thread)"""
+        if notes and isinstance(self.store, ResubmissionLog):
+            self.store.save_resubmissions(notes)
 
     def custom_id(self, url: str, body_text: str) -> str:
         key = request_key(self.meta.base_url, url, body_text)
@@ -504,15 +613,25 @@ class Journal:
 
     async def save_job(self, record: JobRecord, custom_ids: Sequence[str] | None = None) -> None:
         snapshot = attrs.evolve(record)  # the thread must see this moment's record
-        await anyio.to_thread.run_sync(
-            self.store.save_job, snapshot, custom_ids, limiter=self._limiter
-        )
+        store = self.store
+        notes = self._take_notes()
+
+        def write() -> None:
+            self._write_notes(notes)
+            store.save_job(snapshot, custom_ids)
+
+        await anyio.to_thread.run_sync(write, limiter=self._limiter)
 
     async def save_results(self, record: JobRecord, results: Sequence[tuple[str, bytes]]) -> None:
         snapshot = attrs.evolve(record)
-        await anyio.to_thread.run_sync(
-            self.store.save_results, snapshot, results, limiter=self._limiter
-        )
+        store = self.store
+        notes = self._take_notes()
+
+        def write() -> None:
+            self._write_notes(notes)
+            store.save_results(snapshot, results)
+
+        await anyio.to_thread.run_sync(write, limiter=self._limiter)
         for custom_id, _ in results:
             self.done.add(custom_id)
             self.uncommitted.pop(custom_id, None)
@@ -524,8 +643,19 @@ class Journal:
         return await anyio.to_thread.run_sync(self.store.result, custom_id, limiter=self._limiter)
 
     async def aclose(self) -> None:
+        store = self.store
+        notes = self._take_notes()
+
+        def close() -> None:
+            try:
+                self._write_notes(notes)
+            except Exception as exc:  # (the answers are safe; only this record is lost)
+                logger.warning("could not record %d resubmission(s): %s", len(notes), exc)
+            finally:
+                store.close()
+
         with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(self.store.close, limiter=self._limiter)
+            await anyio.to_thread.run_sync(close, limiter=self._limiter)
 
 
 def open_store(journal: str | os.PathLike[str] | Store) -> Store:

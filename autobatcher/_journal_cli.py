@@ -20,7 +20,7 @@ import anyio
 from ._config import BatcherConfig
 from ._errors import APIError, AutobatcherError
 from ._job import Phase
-from ._journal import JournalError, SqliteStore
+from ._journal import REALTIME, JournalError, SqliteStore
 from ._wire import Wire
 
 __all__ = ["add_journal_parser", "run_journal_command"]
@@ -83,19 +83,52 @@ def _usage(line: bytes) -> tuple[int, int]:
 def _status(store: SqliteStore) -> dict[str, Any]:
     counts = store.counts()
     phases: dict[str, int] = {}
+    statuses: dict[str, int] = {}
     for record, _total, _done in store.jobs():
         name = Phase(record.phase).name.lower()
         phases[name] = phases.get(name, 0) + 1
+        if record.status is not None:  # the upstream status last seen (``finalizing`` …)
+            statuses[record.status] = statuses.get(record.status, 0) + 1
     prompt = completion = 0
     for _custom_id, line in store.results():
         used = _usage(line)
         prompt += used[0]
         completion += used[1]
+    moves: list[dict[str, Any]] = [
+        {
+            "requests": count,
+            "reason": reason,
+            "from_batch": from_batch,
+            "into": "realtime" if into_job == REALTIME else "batch",
+            "into_job": None if into_job == REALTIME else into_job,
+            "into_batch": into_batch,
+        }
+        for reason, from_batch, into_job, into_batch, count in store.resubmissions()
+    ]
+    by_reason: dict[str, int] = {}
+    for reason, _from, _into, _batch, count in store.resubmissions():
+        by_reason[reason] = by_reason.get(reason, 0) + count
     return {
         **counts,
         "jobs_by_phase": phases,
+        "batches_by_status": statuses,
         "tokens": {"prompt": prompt, "completion": completion, "total": prompt + completion},
+        "resubmissions": {
+            "requests": sum(by_reason.values()),
+            "by_reason": by_reason,
+            "moves": moves,
+        },
     }
+
+
+def _move_text(move: dict[str, Any]) -> str:
+    if move["into"] == "realtime":
+        where = "to the real-time endpoint"
+    elif move["into_job"] is None:
+        where = "not in a batch yet"
+    else:
+        where = f"into {move['into_batch'] or 'job ' + move['into_job']}"
+    return f"  {move['requests']} from {move['from_batch'] or '-'} {where}: {move['reason']}"
 
 
 def _jobs(store: SqliteStore) -> list[dict[str, Any]]:
@@ -103,6 +136,7 @@ def _jobs(store: SqliteStore) -> list[dict[str, Any]]:
         {
             "key": record.key,
             "phase": Phase(record.phase).name.lower(),
+            "status": record.status,
             "batch_id": record.batch_id,
             "file_id": record.file_id,
             "endpoint": record.endpoint,
@@ -136,15 +170,22 @@ def _run(args: argparse.Namespace) -> int:
             )
             phases = ", ".join(f"{n} {p}" for p, n in sorted(data["jobs_by_phase"].items()))
             print(f"batch jobs: {phases or 'none'}")
+            statuses = ", ".join(f"{n} {s}" for s, n in sorted(data["batches_by_status"].items()))
+            print(f"upstream batches: {statuses or 'none'}")
             tokens = data["tokens"]
             print(
                 f"tokens: {tokens['prompt']} prompt + {tokens['completion']} completion = "
                 f"{tokens['total']}"
             )
+            resubmissions = data["resubmissions"]
+            print(f"resubmitted: {resubmissions['requests']} requests")
+            for move in resubmissions["moves"]:
+                print(_move_text(move))
         else:
             for job in data:
                 print(
-                    f"{job['key']}  {job['phase']:<9} {job['batch_id'] or '-':<40} "
+                    f"{job['key']}  {job['phase']:<9} {job['status'] or '-':<11} "
+                    f"{job['batch_id'] or '-':<40} "
                     f"{job['answered']}/{job['requests']} answered  {job['model']}"
                 )
         return 0

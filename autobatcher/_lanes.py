@@ -2,9 +2,10 @@
 
 Which lane a request joins (one per endpoint and model, as one batch file must be), when a
 lane is flushed into a job (``batch_size``; the file's line, byte and embedding-input caps;
-the window), what withdrawing a request undoes, and the bound on requests held in memory
-before upload. Nothing here awaits, so a cancellation can never catch it half-way; the engine
-does the I/O around it. Unit-tested without a server (``tests/test_lanes.py``).
+the model's enqueued-token quota, when one is known; the window), what withdrawing a
+request undoes, and the bound on requests held in memory before upload. Nothing here awaits,
+so a cancellation can never catch it half-way; the engine does the I/O around it.
+Unit-tested without a server (``tests/test_lanes.py``).
 """
 
 from __future__ import annotations
@@ -12,16 +13,23 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from ._config import BatcherConfig
+from ._config import BatcherConfig, estimate_tokens
 from ._job import Job, JobRecord, Phase, Slot
 
 __all__ = ["Lanes"]
 
 
 class Lanes:
-    def __init__(self, config: BatcherConfig, new_key: Callable[[], str]) -> None:
+    def __init__(
+        self,
+        config: BatcherConfig,
+        new_key: Callable[[], str],
+        token_cap: Callable[[str], int | None] = lambda model: None,
+    ) -> None:
         self._config = config
         self._new_key = new_key
+        #: the enqueued-token quota of a model, if one is known: no batch estimates above it
+        self._token_cap = token_cap
         self._open: dict[tuple[str, str], Job] = {}
         #: requests taken in and not uploaded yet: in open lanes and in flushed jobs
         self.pending = 0
@@ -46,10 +54,12 @@ class Lanes:
         key = (slot.endpoint, slot.model)
         line = slot.line or b""
         job = self._open.get(key)
+        cap = self._token_cap(slot.model)
         if job is not None and (
             len(job.slots) >= config.max_batch_lines
             or job.nbytes + len(line) > config.max_batch_bytes
             or job.inputs + slot.inputs > config.max_embedding_inputs
+            or (cap is not None and estimate_tokens(job.nbytes + len(line)) > cap)
         ):
             self._flush(job, now)
             job = None

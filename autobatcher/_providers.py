@@ -71,6 +71,9 @@ class Provider:
     endpoint_without_version: bool = False
     #: the default ``poll_interval_seconds`` (the provider asks for polite polling)
     default_poll_interval_seconds: float = 5.0
+    #: ``errors.data[].code`` of a batch failed because the enqueued-token quota was full
+    #: (OpenAI and Azure: ``token_limit_exceeded``, naming no line): nothing of it ran
+    quota_error_codes: frozenset[str] = frozenset({"token_limit_exceeded"})
 
     def option_defaults(self) -> dict[str, object]:
         """The client options this provider sets when they are left at ``None``."""

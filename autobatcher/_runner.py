@@ -10,7 +10,14 @@ under way or the client aborted, three notifications (uploaded, finished, a requ
 and ``resubmit``: requests the server says did not run (an expired batch, a batch failed
 over other lines, a cancel we did not ask for) or failed transiently (429, 5xx,
 ``request_timeout``) leave their job and go back into a lane for a new batch, each at most
-``max_resubmits`` times; anything else is an answer, delivered as it is.
+``max_resubmits`` times; anything else is an answer, delivered as it is. A batch the server
+fails over its enqueued-token quota ran nothing: ``quota_rejected`` tells the engine (which
+learns the quota and holds new batches until ours leave room), and its requests go again
+without using up their count. A batch still unfinished ``batch_deadline_seconds`` after its
+creation is cancelled by the watchdog: unlike a cancel meant to stop (every caller left, the
+client stopped), what it did not run goes on. With ``on_expired="realtime"``, what an
+expired or overdue batch did not run is answered by the real-time endpoint instead
+(:mod:`autobatcher._realtime`).
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import json
 import logging
 import re
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -37,8 +45,9 @@ from ._errors import (
 )
 from ._events import BatchEvent, EventHub, EventKind
 from ._job import Job, Phase, Slot
-from ._journal import Journal
+from ._journal import REALTIME, Journal
 from ._jsonl import extract_custom_id
+from ._realtime import Escalation
 from ._retry import Spell
 from ._signals import fire
 from ._wire import Checkpoint, LineSink, ResumeMark, Wire, maybe_sent
@@ -49,6 +58,8 @@ __all__ = ["RESERVED_METADATA_KEY", "JobHost", "JobRunner", "Stop"]
 logger = logging.getLogger("autobatcher")
 
 _TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
+#: a batch in one of these was accepted: it can no longer be rejected over the quota
+_PAST_VALIDATION = frozenset({"in_progress", "finalizing", "cancelling"})
 RESERVED_METADATA_KEY = "autobatcher_key"
 #: how far back (seconds) the idempotency look-up reads, before the first create attempt
 _LOOKUP_SLACK = 600.0
@@ -89,8 +100,20 @@ class JobHost(Protocol):
         """The client stopped for good (and cancels its batches on purpose)."""
         ...
 
-    def resubmit(self, slots: list[Slot], reason: str, *, batch_id: str | None = None) -> int:
+    def resubmit(
+        self,
+        slots: list[Slot],
+        reason: str,
+        *,
+        batch_id: str | None = None,
+        counted: bool = True,
+    ) -> int:
         """Put requests that did not run (and have left their job) into a new batch."""
+        ...
+
+    def quota_rejected(self, job: Job) -> bool:
+        """The server failed the job's batch over its enqueued-token quota: whether its
+        requests should go again."""
         ...
 
 
@@ -246,15 +269,6 @@ class JobRunner:
         record.order = order
         record.upload_unsure = False
         record.phase = Phase.UPLOADED
-        # A request that may still go into another batch keeps its encoded line until its
-        # batch ends, so memory per request is what it was before the upload; one that may
-        # not (``max_resubmits`` spent, or 0) frees it now. (Re-reading the input file from
-        # the server instead would cost a download of the whole file per resubmission, and
-        # several providers delete it, or do not allow downloading it.)
-        max_resubmits = self._config.max_resubmits
-        for slot in job.slots.values():
-            if slot.resubmits >= max_resubmits:
-                slot.line = None
         self._host.uploaded(job)
         del lines
         if journal is not None:
@@ -308,11 +322,29 @@ class JobRunner:
         job.batch = batch
         record.create_unsure = False
         record.phase = Phase.SUBMITTED
-        record.next_poll_at = anyio.current_time() + config.poll_interval_seconds
+        now = anyio.current_time()
+        record.next_poll_at = now + config.poll_interval_seconds
+        if config.batch_deadline_seconds is not None:
+            job.overdue_at = now + config.batch_deadline_seconds
         if self._journal is not None:
             await self._journal.save_job(record)  # the batch id
-        self._event("batch_submitted", job)
+        if self._events.wanted:
+            carried, detail = self._carried(job)
+            self._event("batch_submitted", job, detail=detail, custom_ids=carried)
         self._checkpoint()
+
+    @staticmethod
+    def _carried(job: Job) -> tuple[list[str], str | None]:
+        """The resubmitted requests a new batch carries, and what its ``batch_submitted``
+        event says of them (so events alone tell where every resubmitted request went)."""
+        carried = [slot for slot in job.slots.values() if slot.origin is not None]
+        if not carried:
+            return [], None
+        origins = Counter(slot.origin for slot in carried)
+        detail = "carries " + ", ".join(
+            f"{count} request(s) resubmitted from {origin}" for origin, count in origins.items()
+        )
+        return [slot.custom_id for slot in carried], detail
 
     async def _await_processed(self, job: Job) -> None:
         """Wait until the uploaded file is ``processed`` (Azure: a batch cannot use it before).
@@ -395,9 +427,22 @@ class JobRunner:
                     )
                     self._event(kind, job)
                 last_seen = snapshot
+                if status in _PAST_VALIDATION:
+                    self._release_lines(job)
+                if status is not None and status != record.status:
+                    record.status = status
+                    if self._journal is not None and status not in _TERMINAL:
+                        await self._journal.save_job(record)  # ``finalizing`` shows there
             if batch is not None and status in _TERMINAL:
                 await self._collect(job, batch)
                 return
+            if (
+                job.overdue_at is not None
+                and not record.cancel_sent
+                and anyio.current_time() >= job.overdue_at
+            ):
+                await self._cancel_overdue(job)
+                continue
             if job.abandoned and not job.slots:
                 await self._cancel_abandoned(job)
                 return
@@ -412,7 +457,12 @@ class JobRunner:
                     continue
             if record.next_poll_at is None:
                 record.next_poll_at = anyio.current_time() + config.poll_interval_seconds
-            await self._idle(job, record.next_poll_at)
+            wake_at = record.next_poll_at
+            if job.overdue_at is not None and not record.cancel_sent:
+                wake_at = min(wake_at, job.overdue_at)
+            await self._idle(job, wake_at)
+            if anyio.current_time() < record.next_poll_at:
+                continue  # woken by the watchdog's deadline, not for a poll
             if job.abandoned and not job.slots:
                 continue
             try:
@@ -466,6 +516,54 @@ class JobRunner:
             )
             setattr(record, offset_field, seen)
             setattr(record, mark_field, None)
+
+    def _release_lines(self, job: Job) -> None:
+        """The batch is past validation: a request that may not go into another batch frees
+        its encoded line now.
+
+        One that may (``max_resubmits`` not spent, or ``on_expired="realtime"``) keeps it
+        until its batch ends, so memory per request is what it was before the upload.
+        (Re-reading the input file from the server instead would cost a download of the
+        whole file per resubmission, and several providers delete it, or do not allow
+        downloading it.) Every request keeps its line through validation: a batch the server
+        fails over its enqueued-token quota ran nothing, whatever the request's count.
+        """
+        if self._config.on_expired == "realtime":
+            return
+        max_resubmits = self._config.max_resubmits
+        for slot in job.slots.values():
+            if slot.resubmits >= max_resubmits:
+                slot.line = None
+
+    async def _cancel_overdue(self, job: Job) -> None:
+        """The watchdog: the batch is still unfinished past ``batch_deadline_seconds``.
+
+        Cancel it; what finished is delivered when it ends, and the requests it did not run
+        (the server's ``batch_cancelled`` lines, or no line at all) go on: into a new batch,
+        or to the real-time endpoint with ``on_expired="realtime"``.
+        """
+        record = job.record
+        assert record.batch_id is not None
+        status = job.batch.status if job.batch is not None else None
+        detail = (
+            f"not finished {self._config.batch_deadline_seconds:g}s after it was created "
+            f"(status {status}): cancelling it"
+        )
+        logger.warning("batch %s (%d requests) %s", record.batch_id, job.size, detail)
+        record.cancel_sent = True
+        record.overdue = True
+        self._event("batch_overdue", job, detail=detail)
+        if self._journal is not None:
+            await self._journal.save_job(record)
+        try:
+            job.batch = await self._wire.cancel_batch(record.batch_id)
+        except APIError as exc:
+            # (a batch that just ended refuses the cancel: the next poll shows how it ended)
+            logger.warning("could not cancel overdue batch %s: %s", record.batch_id, exc)
+            record.cancel_sent = False
+            record.overdue = False
+            job.overdue_at = anyio.current_time() + self._config.poll_interval_seconds
+        record.next_poll_at = anyio.current_time() + self._config.poll_interval_seconds
 
     async def _cancel_abandoned(self, job: Job) -> None:
         record = job.record
@@ -573,9 +671,11 @@ class JobRunner:
             return
         try:
             await self._settle_ended(job, batch)
-        finally:
-            # (also when a download fails half-way: what was taken is never left behind)
+        except BaseException:
+            # (a download failed half-way: what was taken is never left behind)
             self._resubmit_taken(job)
+            raise
+        await self._escalate_taken(job)
         await self._delete_consumed_files(job, batch)
         self._finish(job)
 
@@ -611,7 +711,7 @@ class JobRunner:
             )
             kind = "batch_cancelled"
             if not self._cancelled_by_us(job):
-                self._take_unrun(job, _CANCELLED)
+                self._take_unrun(job, _OVERDUE if job.record.overdue else _CANCELLED)
         else:
             make_error = lambda cid: MissingResultError(  # noqa: E731
                 "the batch completed without any result line for this request",
@@ -624,21 +724,32 @@ class JobRunner:
 
     # -- resubmission ---------------------------------------------------------------------------
 
-    def _may_resubmit(self, slot: Slot) -> bool:
-        return slot.line is not None and slot.resubmits < self._config.max_resubmits
+    def _may_resubmit(self, slot: Slot, reason: str) -> bool:
+        if slot.line is None:
+            return False
+        if reason in _ESCALATED and self._config.on_expired == "realtime":
+            return True  # (escalated once, whatever its count: the real-time answer is final)
+        if reason == _QUOTA:
+            # nothing ran, so it is not the request's fault and does not count; but 0 says
+            # never send anything again (see Engine.quota_rejected for why this ends)
+            return self._config.max_resubmits > 0
+        return slot.resubmits < self._config.max_resubmits
 
     def _cancelled_by_us(self, job: Job) -> bool:
-        """Whether we cancelled the job's batch on purpose (every caller left, client exit)."""
-        return job.record.cancel_sent or self._host.aborted
+        """Whether we cancelled the job's batch meaning to stop it (every caller left, client
+        exit); a cancel by the watchdog means to go on, so it is not one."""
+        return (job.record.cancel_sent and not job.record.overdue) or self._host.aborted
 
     def _take_for_retry(self, job: Job, slot: Slot, line: bytes) -> bool:
         """Whether ``line`` says ``slot``'s request did not run or failed transiently, and the
         request may go into a new batch; if so it is added to ``job.retry`` (the caller takes
         it off ``job.slots``). A permanent failure (400, 404 …) is an answer: False."""
-        if not self._may_resubmit(slot):
-            return False
         reason = _retry_reason(line, cancelled_by_us=self._cancelled_by_us(job))
         if reason is None:
+            return False
+        if reason == _CANCELLED and job.record.overdue:
+            reason = _OVERDUE
+        if not self._may_resubmit(slot, reason):
             return False
         job.retry.setdefault(reason, []).append(slot)
         return True
@@ -650,7 +761,7 @@ class JobRunner:
         taken = [
             custom_id
             for custom_id, slot in slots.items()
-            if custom_id not in keep and self._may_resubmit(slot)
+            if custom_id not in keep and self._may_resubmit(slot, reason)
         ]
         if taken:
             job.retry.setdefault(reason, []).extend(slots.pop(cid) for cid in taken)
@@ -660,7 +771,47 @@ class JobRunner:
         retry = job.retry
         while retry:
             reason, slots = retry.popitem()
-            self._host.resubmit(slots, reason, batch_id=job.record.batch_id)
+            self._host.resubmit(
+                slots, reason, batch_id=job.record.batch_id, counted=reason != _QUOTA
+            )
+
+    async def _escalate_taken(self, job: Job) -> None:
+        """With ``on_expired="realtime"``: send the requests an expired (or overdue) batch
+        did not run to the real-time endpoint now; the others in ``job.retry`` go into a new
+        batch as usual."""
+        slots: list[Slot] = []
+        reasons: list[str] = []
+        if self._config.on_expired == "realtime":
+            for reason in _ESCALATED:
+                taken = job.retry.pop(reason, None)
+                if taken:
+                    slots += taken
+                    reasons.append(reason)
+        self._resubmit_taken(job)
+        if not slots:
+            return
+        escalation = Escalation(self._config, self._wire, self._journal)
+        record = job.record
+        reason = "; ".join(reasons)
+        logger.warning(
+            "escalating %d request(s) of batch %s to the real-time endpoint at full price (%s)",
+            len(slots),
+            record.batch_id,
+            reason,
+        )
+        custom_ids = [slot.custom_id for slot in slots]
+        self._event(
+            "batch_escalated", job, detail=reason, requests=len(slots), custom_ids=custom_ids
+        )
+        if self._journal is not None:
+            self._journal.note_resubmission(custom_ids, reason, record.batch_id, into=REALTIME)
+        try:
+            await escalation.run(record, slots, self._host)
+        finally:
+            # (cancelled half-way, the client stopping: those not answered get their error)
+            unanswered = [slot for slot in slots if slot.outcome is None]
+            if unanswered:
+                self._host.resubmit(unanswered, reason, batch_id=record.batch_id)
 
     def _fail_batch(self, job: Job, batch: Batch) -> None:
         raw_errors = batch.to_dict().get("errors")
@@ -701,10 +852,19 @@ class JobRunner:
                 batch_id=job.record.batch_id,
             )
 
+        quota_codes = self._wire.provider.quota_error_codes
         if by_custom_id:
             # Validation names the offending lines, and nothing ran: the others may go into
             # a new batch without them. (A failure naming no line leaves no way to tell.)
             self._take_unrun(job, _INVALID_OTHERS, keep=frozenset(by_custom_id))
+        elif (
+            errors
+            and all(e.get("code") in quota_codes for e in errors)
+            and self._host.quota_rejected(job)
+        ):
+            # Over the enqueued-token quota: nothing ran. The requests wait (in the engine's
+            # ledger) until our running batches leave room, split if the job alone is over.
+            self._take_unrun(job, _QUOTA)
         resubmitting = sum(map(len, job.retry.values()))
         logger.warning(
             "batch %s (%d requests) failed: %s%s",
@@ -730,7 +890,15 @@ class JobRunner:
         job.batch = None
         self._host.finished(job)
 
-    def _event(self, kind: EventKind, job: Job, *, detail: str | None = None) -> None:
+    def _event(
+        self,
+        kind: EventKind,
+        job: Job,
+        *,
+        detail: str | None = None,
+        requests: int | None = None,
+        custom_ids: list[str] | None = None,
+    ) -> None:
         if not self._events.wanted:
             return
         batch = job.batch
@@ -742,10 +910,11 @@ class JobRunner:
                 endpoint=job.record.endpoint,
                 model=job.record.model,
                 status=batch.status if batch is not None else None,
-                requests=job.size,
+                requests=job.size if requests is None else requests,
                 request_counts=_counts_dict(counts),
                 elapsed=anyio.current_time() - job.flushed_at,
                 detail=detail,
+                custom_ids=tuple(custom_ids or ()),
             )
         )
 
@@ -754,6 +923,10 @@ class JobRunner:
 _EXPIRED = "batch expired before running them"
 _CANCELLED = "batch cancelled upstream before running them"
 _INVALID_OTHERS = "batch failed validation on other lines"
+_QUOTA = "batch rejected over the enqueued-token quota (token_limit_exceeded)"
+_OVERDUE = "batch cancelled by the watchdog (batch_deadline_seconds) before running them"
+#: what ``on_expired="realtime"`` sends to the real-time endpoint instead of a new batch
+_ESCALATED = (_EXPIRED, _OVERDUE)
 #: result-line statuses that say "try again later": rate limited, server trouble
 _TRANSIENT_STATUSES = frozenset({429, 500, 502, 503})
 #: result-line error codes that say the request did not run, or timed out upstream

@@ -53,7 +53,7 @@ Checkpoint = Callable[[int, bool, "ResumeMark | None"], Awaitable[None]]
 _UPLOAD_CHUNK = 1 << 20
 
 
-def _decode_body(response: httpx.Response) -> object:
+def decode_body(response: httpx.Response) -> object:
     try:
         return response.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
@@ -209,7 +209,7 @@ class Wire:
             else:
                 if response.is_success:
                     return parse(response)
-                body = _decode_body(response)
+                body = decode_body(response)
                 error = make_status_error(
                     response.status_code,
                     body,
@@ -521,7 +521,7 @@ class Wire:
                     await response.aread()
                     raise make_status_error(
                         response.status_code,
-                        _decode_body(response),
+                        decode_body(response),
                         response=response,
                         request_id=response.headers.get("x-request-id"),
                     )

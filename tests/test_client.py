@@ -225,7 +225,11 @@ async def test_a_completed_batch_with_zero_successes() -> None:
 
 async def test_failed_batch_gives_every_request_the_batch_errors() -> None:
     recorder = Recorder()
-    async with emulated({"enqueued_token_limit": 1}, event_hook=recorder) as (_server, client):
+    # (max_resubmits=0: a quota rejection is not sent again; tests/test_quota.py has that)
+    async with emulated({"enqueued_token_limit": 1}, event_hook=recorder, max_resubmits=0) as (
+        _server,
+        client,
+    ):
         results = await gather(*[client.chat.completions.create(**chat(f"t{i}")) for i in range(3)])
     assert all(isinstance(r, BatchFailedError) for r in results)
     first = results[0]

@@ -391,6 +391,28 @@ async def test_enqueued_token_limit() -> None:
             assert batch["errors"]["data"][0]["code"] == "token_limit_exceeded"
 
 
+async def test_a_stuck_marker_keeps_its_batch_finalizing_until_cancelled() -> None:
+    clock = FakeClock()
+    async with running(clock=clock) as (emulator, client):
+        text = lambda i: "stuck [[stuck]]" if i == 3 else f"hello {i}"  # noqa: E731
+        batch = await create_batch(client, await upload(client, chat_file(5, text)))
+        other = await create_batch(client, await upload(client, chat_file(2)))
+        clock.advance(86_400.0)  # a day: every line ran, and it did not move (nor expire)
+        batch = await get_batch(client, batch["id"])
+        assert batch["status"] == "finalizing"
+        assert batch["output_file_id"] is None
+        assert (await get_batch(client, other["id"]))["status"] == "completed"  # only that one
+        response = await client.post(f"/batches/{batch['id']}/cancel")
+        assert response.json()["status"] == "cancelling"
+        clock.advance(1.0)
+        batch = await get_batch(client, batch["id"])
+        assert batch["status"] == "cancelled"
+        out = await content(client, batch["output_file_id"])
+        assert sorted(line["custom_id"] for line in out) == [f"r{i}" for i in range(5)]
+        assert batch["error_file_id"] is None  # every line had run: nothing was cancelled
+        assert emulator.stats().total_executions == 7
+
+
 # -- faults ----------------------------------------------------------------------------
 
 

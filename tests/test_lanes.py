@@ -139,3 +139,18 @@ async def test_clear_hands_back_open_lanes_and_untaken_flushes() -> None:
     assert lanes.pending == 0
     assert not lanes
     assert lanes.take_flushed() == []
+
+
+async def test_the_token_cap_flushes_before_a_line_that_would_go_over_it() -> None:
+    # 40-byte lines are 10 estimated tokens each: a quota of 25 holds two per batch, per model
+    config = BatcherConfig(api_key="k", base_url="http://127.0.0.1:9/v1", batch_size=100)
+    keys = itertools.count(1)
+    caps = {"m": 25}
+    lanes = Lanes(config, lambda: f"job-{next(keys)}", caps.get)
+    for n in range(5):
+        lanes.add(slot(n, size=40), now=0.0)
+    for n in range(5, 10):
+        lanes.add(slot(n, model="free", size=40), now=0.0)
+    assert [list(job.slots) for job in lanes.take_flushed()] == [["c0", "c1"], ["c2", "c3"]]
+    lanes.flush_all(now=0.0)
+    assert [len(job.slots) for job in lanes.take_flushed()] == [1, 5]  # no cap for "free"

@@ -217,15 +217,6 @@ async def test_validation_failure_fails_the_named_lines_and_resubmits_the_others
     }
 
 
-async def test_a_failure_without_line_numbers_fails_everyone_as_before() -> None:
-    recorder = Recorder()
-    async with emulated({"enqueued_token_limit": 1}, event_hook=recorder) as (server, client):
-        results = await gather(*[client.chat.completions.create(**chat(f"t{i}")) for i in range(3)])
-    assert all(isinstance(r, BatchFailedError) and r.line_error is None for r in results)
-    assert not recorder.kinds("batch_resubmitted")
-    assert server.emulator.stats().batches_created == 1
-
-
 @virtual_time()
 async def test_a_batch_cancelled_by_someone_else_is_resubmitted() -> None:
     # Half-way through, someone cancels our batch (a dashboard, another tool): what did not

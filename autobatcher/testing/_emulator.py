@@ -23,7 +23,7 @@ import attrs
 import sniffio
 
 from ._config import EmulatorConfig, EmulatorStats, Quirks
-from ._model import DROP, ENDPOINTS, INVALID, LINE_ERROR, error_body, execute
+from ._model import DROP, ENDPOINTS, INVALID, LINE_ERROR, STUCK, error_body, execute
 
 if TYPE_CHECKING:
     from ._app import ASGIApp
@@ -146,6 +146,8 @@ class BatchRecord:
     error_file: FileRecord | None = None
     #: seconds its output and error files live (``output_expires_after``), if given
     output_expiry: float | None = None
+    #: a line holds ``[[stuck]]``: the batch stays ``finalizing`` until cancelled
+    stuck: bool = False
 
     @property
     def running(self) -> bool:
@@ -577,6 +579,7 @@ class Emulator:
             model=model,
             errors=errors or None,
             output_expiry=output_expiry,
+            stuck=not errors and STUCK.encode() in source.data(),
         )
         if quirks.file_ids_at == "created":
             batch.output_file = self._batch_file(batch, "output", batch.output_lines, now)
@@ -895,7 +898,7 @@ class Emulator:
             elif status == "finalizing":
                 assert batch.finalizing is not None
                 due = batch.finalizing + config.finalizing_seconds
-                if now < due:
+                if now < due or batch.stuck:
                     return
                 self._finish(batch, "completed", due)
                 return

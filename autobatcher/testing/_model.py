@@ -12,7 +12,9 @@ hash of the input. Markers in the request text inject per-request faults:
 * ``[[invalid]]`` — the request is invalid: a batch holding it fails *validation*, with an
   ``errors.data`` entry naming its line (``{code, message, param, line}``); a real-time call
   answers 400;
-* ``[[flag]]`` — a moderation input is flagged.
+* ``[[flag]]`` — a moderation input is flagged;
+* ``[[stuck]]`` — (batch) once its lines have run, a batch holding it stays ``finalizing``
+  until it is cancelled (its results are then in its files, as after a cancel upstream).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ __all__ = [
     "ENDPOINTS",
     "INVALID",
     "LINE_ERROR",
+    "STUCK",
     "Outcome",
     "error_body",
     "error_type",
@@ -58,6 +61,7 @@ _MARKER = re.compile(r"\[\[(?:status:(\d{3})(?::(once|\d+))?|error:([A-Za-z0-9_.
 _FLAG = "[[flag]]"
 #: The marker that makes a request fail validation (see the module docstring).
 INVALID = "[[invalid]]"
+STUCK = "[[stuck]]"
 _PREFIX = os.urandom(4).hex()
 _ids = itertools.count(1)
 
