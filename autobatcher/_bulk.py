@@ -31,6 +31,7 @@ collected into the journal by this client (until it closes) or by the next run.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterable, Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -78,6 +79,8 @@ ENDPOINTS: Mapping[str, _Endpoint[Any]] = {
 #: the feeder yields to the event loop after this many items read without waiting, so a fast
 #: synchronous input never holds the loop for long
 _FEED_BURST = 64
+#: likewise the consumer, taking results that are already there
+_RECEIVE_BURST = 64
 
 
 class InvalidBulkRequestError(APIError, ValueError):
@@ -289,6 +292,7 @@ class BulkMap:
         self._finished = False
         self._closing = False
         self._reorder: dict[int, BulkSlot | BulkResult] = {}
+        self._burst = 0
 
     def __aiter__(self) -> Any:
         raise TypeError(
@@ -400,6 +404,8 @@ class BulkMap:
                                 burst = 0
                                 await anyio.lowlevel.checkpoint()
                 self._input_done = True
+                # nothing more will join this map's lanes: no reason to wait for the window
+                self._client._engine.request_flush()
         except Exception as exc:  # the input's own, or the client closing under the map
             error = exc
         finally:
@@ -566,7 +572,18 @@ class BulkMap:
                 item: BulkSlot | BulkResult = reorder.pop(self.delivered)
             else:
                 try:
-                    received = await rx.receive()
+                    # Results come in bursts (a downloaded file): take them without a trip
+                    # through the event loop each, but let it run every _RECEIVE_BURST.
+                    if self._burst < _RECEIVE_BURST:
+                        try:
+                            received = rx.receive_nowait()
+                            self._burst += 1
+                        except anyio.WouldBlock:
+                            self._burst = 0
+                            received = await rx.receive()
+                    else:
+                        self._burst = 0
+                        received = await rx.receive()
                 except (anyio.EndOfStream, anyio.ClosedResourceError):
                     raise StopAsyncIteration from None
                 if isinstance(received, _End):
@@ -676,26 +693,30 @@ def _result_of_line(slot: BulkSlot, line: bytes, batch_id: str | None) -> BulkRe
     request_id: str | None = None
     body: dict[str, Any] | None = None
     line_id: str | None = None
-    try:
-        data = json.loads(line)
-    except ValueError:
-        data = None
-    if isinstance(data, dict):
-        identifier = data.get("id")
-        line_id = identifier if isinstance(identifier, str) else None
-        response = data.get("response")
-        if isinstance(response, dict):
-            code = response.get("status_code")
-            status = code if isinstance(code, int) and not isinstance(code, bool) else None
-            rid = response.get("request_id")
-            request_id = rid if isinstance(rid, str) else None
-            raw_body = response.get("body")
-            if isinstance(raw_body, str):  # some servers send the body as JSON text
-                try:
-                    raw_body = json.loads(raw_body)
-                except ValueError:
-                    pass
-            body = raw_body if isinstance(raw_body, dict) else None
+    envelope = _success_envelope(line)
+    if envelope is not None:
+        line_id, status, request_id, body = envelope
+    else:
+        try:
+            data = json.loads(line)
+        except ValueError:
+            data = None
+        if isinstance(data, dict):
+            identifier = data.get("id")
+            line_id = identifier if isinstance(identifier, str) else None
+            response = data.get("response")
+            if isinstance(response, dict):
+                code = response.get("status_code")
+                status = code if isinstance(code, int) and not isinstance(code, bool) else None
+                rid = response.get("request_id")
+                request_id = rid if isinstance(rid, str) else None
+                raw_body = response.get("body")
+                if isinstance(raw_body, str):  # some servers send the body as JSON text
+                    try:
+                        raw_body = json.loads(raw_body)
+                    except ValueError:
+                        pass
+                body = raw_body if isinstance(raw_body, dict) else None
     error: APIError | None = None
     if not (status is not None and 200 <= status < 300 and body is not None):
         try:
@@ -716,3 +737,31 @@ def _result_of_line(slot: BulkSlot, line: bytes, batch_id: str | None) -> BulkRe
         url=slot.endpoint,
         line_id=line_id,
     )
+
+
+# The documented layout of a 2xx result line, read by one anchored match (as
+# ``_jsonl._SUCCESS_PREFIX``, with the id, status and request id captured): only the body is
+# then parsed. Any other layout takes the full parse.
+_SUCCESS_ENVELOPE = re.compile(
+    r'\{\s*"id"\s*:\s*"([^"\\]*)"\s*,\s*"custom_id"\s*:\s*"[^"\\]*"\s*,'
+    r'\s*"response"\s*:\s*\{\s*"status_code"\s*:\s*(2\d\d)\s*,'
+    r'\s*"request_id"\s*:\s*(?:"([^"\\]*)"|null)\s*,\s*"body"\s*:\s*(?=\{)'
+)
+_raw_decode = json.JSONDecoder().raw_decode
+
+
+def _success_envelope(line: bytes) -> tuple[str, int, str | None, dict[str, Any]] | None:
+    try:
+        text = line.decode()
+    except UnicodeDecodeError:
+        return None
+    match = _SUCCESS_ENVELOPE.match(text)
+    if match is None:
+        return None
+    try:
+        body, _end = _raw_decode(text, match.end())
+    except ValueError:
+        return None
+    if not isinstance(body, dict):
+        return None
+    return match.group(1), int(match.group(2)), match.group(3), body

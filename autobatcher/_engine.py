@@ -86,6 +86,7 @@ class Engine:
         self._drain_waiters: list[_Drained] = []
         self._stopping = False
         self._receiving = False
+        self._flush_requested = False
         self._wake: anyio.Event | None = None
         self._tg: anyio.abc.TaskGroup | None = None
         self._loop: object | None = None
@@ -274,6 +275,12 @@ class Engine:
         slot.line = None
         self._check_idle()
 
+    def request_flush(self) -> None:
+        """Flush every lane at once (after taking what the intake holds), not at its window:
+        a map whose input has ended has nothing more to add."""
+        self._flush_requested = True
+        self.poke()
+
     def has_abandoned(self) -> bool:
         """Whether a batch every caller left is still to be cancelled upstream."""
         return any(job.abandoned for job in self._jobs.values())
@@ -421,7 +428,8 @@ class Engine:
                 while not until():
                     self._take_intake()
                     next_deadline = self._lanes.due(anyio.current_time())
-                    if self.closed_reason is not None:
+                    if self.closed_reason is not None or self._flush_requested:
+                        self._flush_requested = False
                         self._lanes.flush_all(anyio.current_time())
                     self._queue_flushed()
                     self._start_runnable(tg)

@@ -139,6 +139,23 @@ async def test_ordered_results_come_in_input_order_from_an_async_generator(mode:
 
 
 @virtual_time()
+@pytest.mark.parametrize("mode", ["open_batcher", "plain"])
+async def test_the_end_of_the_input_flushes_its_lanes_without_waiting_for_the_window(
+    mode: str,
+) -> None:
+    async with in_process() as server:
+        client = server.client(batch_size=100, batch_window_seconds=3600.0)
+        async with owned(client, mode):
+            started = anyio.current_time()
+            async with client.map(Counted(130)) as results:
+                got = [r async for r in results]
+            took = anyio.current_time() - started
+    assert len(got) == 130 and all(r.ok for r in got)
+    assert took < 60  # not the hour of the window
+    assert server.emulator.stats().uploads == 2  # a full batch of 100, then the 30 left
+
+
+@virtual_time()
 async def test_unordered_results_come_as_batches_finish() -> None:
     # two lanes (two models): the small model's batch finishes first, though it was read last
     items = [BulkRequest(key=f"big{i}", url=CHAT, body=chat(f"b{i}", "big")) for i in range(30)]
