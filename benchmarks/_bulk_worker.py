@@ -10,7 +10,7 @@ stdout line.
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -80,19 +80,19 @@ async def run_map(args: argparse.Namespace) -> dict[str, Any]:
                 rss_samples.append(rss_kb())
 
         tg.start_soon(sample)
-        async with client if not args.plain else _nothing():
-            async with bulk as results:
-                async for result in results:
-                    body = result.body
-                    if (
-                        result.error is None
-                        and body is not None
-                        and result.key == f"req-{result.index}"
-                        and body["choices"][0]["message"]["content"] == text_for(result.index)
-                    ):
-                        ok += 1
-                    else:
-                        bad += 1
+        owner = contextlib.nullcontext() if args.plain else client
+        async with owner, bulk as results:
+            async for result in results:
+                body = result.body
+                if (
+                    result.error is None
+                    and body is not None
+                    and result.key == f"req-{result.index}"
+                    and body["choices"][0]["message"]["content"] == text_for(result.index)
+                ):
+                    ok += 1
+                else:
+                    bad += 1
         if args.plain:
             await client.close()
         tg.cancel_scope.cancel()
@@ -111,14 +111,6 @@ async def run_map(args: argparse.Namespace) -> dict[str, Any]:
         rss_max_sampled_kb=max(rss_samples, default=0),
     )
     return measured
-
-
-class _nothing:  # noqa: N801 (a stand-in for the client's own async with, in plain mode)
-    async def __aenter__(self) -> None:
-        return None
-
-    async def __aexit__(self, *exc: object) -> None:
-        return None
 
 
 def main() -> None:
