@@ -20,6 +20,7 @@ import pytest
 
 from autobatcher import (
     BadRequestError,
+    BatchExpiredError,
     BatchOpenAI,
     BatchRequestError,
     BulkRequest,
@@ -265,6 +266,36 @@ async def test_bad_items_and_failed_lines_get_their_own_typed_errors() -> None:
     assert moderated.ok and moderated.body is not None
     # the bad items were never sent; the good and failing ones once each
     assert server.emulator.stats().total_executions == 5
+
+
+@virtual_time()
+@pytest.mark.parametrize("max_resubmits", [3, 0])
+async def test_what_an_expired_batch_did_not_run_is_sent_again_or_reported(
+    max_resubmits: int,
+) -> None:
+    # batches of 500 run 100 lines a second and expire after 3 s: 200 of each do not run
+    emulator_options = {"lines_per_second": 100.0, "expire_after_seconds": 3.0}
+    async with in_process(**emulator_options) as server:
+        options = server.options(
+            batch_size=500, poll_interval_seconds=0.5, max_resubmits=max_resubmits
+        )
+        async with open_batcher(**options) as client:
+            async with client.map(Counted(1000)) as results:
+                got = [r async for r in results]
+    stats = server.emulator.stats()
+    assert stats.duplicate_executions == 0
+    assert sorted(r.index for r in got) == list(range(1000))
+    if max_resubmits:
+        assert all(r.ok and content(r) == f"m{r.index}" for r in got)
+        assert stats.total_executions == 1000
+    else:
+        expired = [r for r in got if not r.ok]
+        assert len(expired) == 1000 - stats.total_executions >= 400
+        for result in expired:
+            assert isinstance(result.error, BatchExpiredError)
+            assert result.error.custom_id == result.key and result.batch_id
+            assert result.status_code is None
+            assert result.output_line()["error"]["code"] == "batch_expired"
 
 
 async def test_map_arguments_are_checked_at_the_call() -> None:
