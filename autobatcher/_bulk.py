@@ -175,6 +175,8 @@ class BulkSlot(Slot):
 
     __slots__ = ("index", "key", "owner")
 
+    spills_line = True
+
     def __init__(
         self,
         owner: BulkMap,
@@ -196,6 +198,7 @@ class BulkSlot(Slot):
         self.job = None
         self.outcome: bytes | BaseException | None = None
         self.resubmits = 0
+        self.spilled = -1
         self.owner = owner
         self.index = index
         self.key = key

@@ -577,6 +577,7 @@ class Engine:
                 self,
             )
             job.record.phase = Phase.DONE
+            job.release_spill()
         # requests still in the intake (and callers blocked sending) get the same answer
         while True:
             try:
