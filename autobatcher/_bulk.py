@@ -296,6 +296,10 @@ class BulkMap:
         self._closing = False
         self._reorder: dict[int, BulkSlot | BulkResult] = {}
         self._burst = 0
+        #: the engine's live_bulk_ids with a journal; without one nothing needs it
+        self._engine_live_ids: set[str] = (
+            client._engine.live_bulk_ids if client._journal is not None else set()
+        )
 
     def __aiter__(self) -> Any:
         raise TypeError(
@@ -343,8 +347,10 @@ class BulkMap:
             # Every request not answered yet is withdrawn: one not uploaded is never sent;
             # an uploaded batch all of whose requests left is cancelled (no journal) or kept
             # for the journal (see the module docstring).
+            live_ids = engine.live_bulk_ids
             for slot in self._live:
                 engine.withdraw(slot)
+                live_ids.discard(slot.custom_id)
             self._live.clear()
             self._reorder.clear()
             self._finished = True
@@ -431,6 +437,19 @@ class BulkMap:
         self.outstanding += 1
         waited = False
         item = self._prepare(raw, index)
+        if isinstance(item, BulkSlot) and self._client._journal is not None:
+            # (a journal's custom_id is the item's content and key: one in flight at a time)
+            live = engine.live_bulk_ids
+            if item.custom_id in live:
+                item = _invalid(
+                    item.key,
+                    index,
+                    "duplicate_key",
+                    f"key {item.key!r} with this very request is in flight in another map of "
+                    "this client",
+                )
+            else:
+                live.add(item.custom_id)
         if isinstance(item, BulkResult):
             tx.send_nowait(item)
         else:
@@ -619,6 +638,7 @@ class BulkMap:
         if isinstance(item, BulkResult):
             return item
         self._live.discard(item)
+        self._engine_live_ids.discard(item.custom_id)
         return _result_of(item)
 
 

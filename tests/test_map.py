@@ -546,3 +546,46 @@ async def test_a_rerun_after_a_crash_attaches_to_running_batches_and_pays_once(
     assert stats.uploads == 3 + 3  # the three batches were attached to, not sent again
     assert stats.duplicate_executions == 1  # only the twin: asked twice, on purpose
     assert stats.total_executions == 502
+
+
+async def test_the_same_client_mapping_again_attaches_to_the_batch_it_left(tmp_path: Path) -> None:
+    # with a journal, leaving a map keeps its uploaded batch running; mapping the same items
+    # again on the same client attaches to that batch (or, if it has finished, answers from
+    # the journal): nothing is uploaded or run twice
+    recorder = Recorder()
+    async with in_process(lines_per_second=100.0) as server:
+        options = server.options(
+            batch_size=100, journal=tmp_path / "again.journal", event_hook=recorder
+        )
+        async with open_batcher(**options) as client:
+            async with client.map([line(i) for i in range(100)]):
+                await recorder.wait_for("batch_submitted")
+            async with client.map([line(i) for i in range(100)]) as results:
+                answers = {r.key: content(r) async for r in results}
+        assert answers == {f"k{i}": f"m{i}" for i in range(100)}
+        stats = server.emulator.stats()
+        assert stats.uploads == 1
+        assert stats.total_executions == 100 and stats.duplicate_executions == 0
+
+
+async def test_two_maps_of_one_journaled_client_never_share_a_request_in_flight(
+    tmp_path: Path,
+) -> None:
+    async with in_process(lines_per_second=100.0) as server:
+        options = server.options(batch_size=10, journal=tmp_path / "twice.journal")
+        async with open_batcher(**options) as client:
+            async with client.map([line(i) for i in range(10)]) as first:
+                await anyio.wait_all_tasks_blocked()
+                assert first.read == 10
+                async with client.map([line(i) for i in range(12)]) as second:
+                    again = [r async for r in second]
+                answers = [r async for r in first]
+    assert all(r.ok for r in answers) and len(answers) == 10
+    refused = sorted(r.index for r in again if not r.ok)
+    assert refused == list(range(10))
+    for result in again:
+        if not result.ok:
+            assert isinstance(result.error, InvalidBulkRequestError)
+            assert result.error.code == "duplicate_key"
+    assert sorted(content(r) for r in again if r.ok) == ["m10", "m11"]
+    assert server.emulator.stats().duplicate_executions == 0
