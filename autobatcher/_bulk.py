@@ -26,6 +26,10 @@ request, as a cancelled ``create()`` is withdrawn: what was not uploaded is neve
 an uploaded batch whose requests were all withdrawn is cancelled upstream
 (``cancel_abandoned_batches``) without a journal, and kept running with one, its answers
 collected into the journal by this client (until it closes) or by the next run.
+
+Memory per waiting request does not grow with its prompt: once uploaded, a bulk request's
+encoded line (kept in case it must be sent again) moves to its job's
+:class:`~autobatcher._job.LineSpill`, a temporary file.
 """
 
 from __future__ import annotations
