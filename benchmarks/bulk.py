@@ -16,6 +16,9 @@ its CPU per request is the bar ("no more than the floor's at 50k").
 all are uploaded to an emulator holding its batches), for a short prompt and a 4 KB one, and
 with ``max_resubmits=0``. ``--mode map memory`` runs both.
 
+``--mode rerun``: the map with ``journal=`` a fresh SQLite file, then the same map again on
+that journal (every answer recalled from it, no Files/Batches call), in one worker process.
+
 ``--mode run`` is the ``autobatcher run`` CLI over a JSONL file (filled in by the CLI's own
 work; see ``MODES``). Each mode is one function taking the parsed arguments and returning
 result rows; add one to ``MODES`` to extend this file.
@@ -147,6 +150,35 @@ def mode_memory(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
     return rows
 
 
+def mode_rerun(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
+    """The map with a journal, then again on the same journal (everything recalled)."""
+    print(f"  running client.map() with a journal, twice, N={args.n:,} ...", file=sys.stderr)
+    result = run_against_fresh_emulator(
+        OUR_PYTHON,
+        "_bulk_worker.py",
+        [
+            "--mode",
+            "rerun",
+            "--backend",
+            args.backend,
+            "--n",
+            str(args.n),
+            "--batch-size",
+            str(args.batch_size),
+            "--window",
+            str(args.window),
+            "--poll",
+            str(args.poll),
+        ],
+    )
+    first = dict(result.pop("first_run"))
+    first["emulator_cpu"] = result["emulator_cpu"]
+    return [
+        (f"map/{args.backend} journal, first run", first),
+        (f"map/{args.backend} journal, re-run (all recalled)", result),
+    ]
+
+
 def mode_run(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
     raise SystemExit("--mode run (the autobatcher run CLI) is not in this build yet")
 
@@ -155,6 +187,7 @@ def mode_run(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
 MODES: dict[str, Callable[[argparse.Namespace], list[tuple[str, dict[str, Any]]]]] = {
     "map": mode_map,
     "memory": mode_memory,
+    "rerun": mode_rerun,
     "run": mode_run,
 }
 
