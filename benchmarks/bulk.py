@@ -173,6 +173,7 @@ def mode_rerun(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
     )
     first = dict(result.pop("first_run"))
     first["emulator_cpu"] = result["emulator_cpu"]
+    first["batch_size"] = result["batch_size"]
     return [
         (f"map/{args.backend} journal, first run", first),
         (f"map/{args.backend} journal, re-run (all recalled)", result),
