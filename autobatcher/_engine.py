@@ -29,13 +29,13 @@ import math
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import anyio
 import anyio.abc
 
 from ._config import BatcherConfig, estimate_tokens
-from ._driver import RUN_MODE, Turns
+from ._driver import RUN_MODE, Turns, Waiter
 from ._errors import (
     APIError,
     BatchFailedError,
@@ -69,8 +69,11 @@ class Engine:
         self.wire = wire
         self.events = events
         self.journal = journal
-        #: requests of an earlier run whose batch is still open upstream, by custom_id
+        #: requests whose batch is still open upstream with nobody waiting (an earlier run's,
+        #: or, with a journal, one a caller left), by custom_id: a recall attaches to it
         self._resumed: dict[str, Job] = {}
+        #: with a journal, the custom_ids of client.map() requests in flight (one at a time)
+        self.live_bulk_ids: set[str] = set()
         self._journal_loaded = False
         #: follow resumed jobs to the end even when nobody asks for them (journal collect)
         self.collect_resumed = False
@@ -97,6 +100,7 @@ class Engine:
         self._drain_waiters: list[_Drained] = []
         self._stopping = False
         self._receiving = False
+        self._flush_requested = False
         self._wake: anyio.Event | None = None
         self._tg: anyio.abc.TaskGroup | None = None
         self._loop: object | None = None
@@ -244,6 +248,18 @@ class Engine:
                 slot.line = None
                 fire(slot.signal)
                 return True
+        return self.attach_resumed(slot)
+
+    def answered(self, custom_id: str) -> bool:
+        """With a loaded journal: whether it holds the answer of ``custom_id``."""
+        journal = self.journal
+        return journal is not None and (
+            custom_id in journal.done or custom_id in journal.uncommitted
+        )
+
+    def attach_resumed(self, slot: Slot) -> bool:
+        """Attach ``slot`` to its batch still open upstream with nobody waiting, if any."""
+        custom_id = slot.custom_id
         job = self._resumed.get(custom_id)
         if job is not None and job.phase != Phase.DONE:
             slot.job = job
@@ -253,6 +269,24 @@ class Engine:
             self.poke()
             return True
         return False
+
+    async def recall_answered(self, slots: Sequence[Slot]) -> list[Slot]:
+        """Answer ``slots`` from the journal in one read (their answers are there, see
+        ``answered``); returns those it no longer holds (pruned meanwhile): they are new."""
+        journal = self.journal
+        assert journal is not None
+        lines = await journal.results_for([slot.custom_id for slot in slots])
+        left = []
+        for slot, line in zip(slots, lines, strict=True):
+            if slot.outcome is not None:  # its caller left meanwhile
+                continue
+            if line is None:
+                left.append(slot)
+                continue
+            slot.outcome = line
+            slot.line = None
+            fire(slot.signal)
+        return left
 
     async def collect(self) -> None:
         """Wait until every job, this run's and the journal's earlier ones, is finished."""
@@ -278,25 +312,42 @@ class Engine:
                 self._jobs.pop(job.record.key, None)
                 job.record.phase = Phase.DONE
             self.poke()  # the bound may have room again
-        elif (
-            job.slots.pop(slot.custom_id, None) is not None
-            and not job.slots
-            and self.config.cancel_abandoned_batches
-            and self.journal is None  # with a journal, its answers are kept for a later run
-        ):
-            job.abandoned = True
-            job.interrupt()
+        elif job.slots.pop(slot.custom_id, None) is not None:
+            if self.journal is not None:
+                # With a journal its batch goes on and its answer is kept, for a later run or
+                # for this one: the same request asked again here attaches to the batch.
+                self._resumed[slot.custom_id] = job
+            elif not job.slots and self.config.cancel_abandoned_batches:
+                job.abandoned = True
+                job.interrupt()
         slot.line = None
         self._check_idle()
 
+    def request_flush(self) -> None:
+        """Flush every lane at once (after taking what the intake holds), not at its window:
+        a map whose input has ended has nothing more to add."""
+        self._flush_requested = True
+        self.poke()
+
+    def has_abandoned(self) -> bool:
+        """Whether a batch every caller left is still to be cancelled upstream."""
+        return any(job.abandoned for job in self._jobs.values())
+
     # -- waiting ---------------------------------------------------------------------------------
 
-    async def wait(self, waiter: Slot | _Drained | _Room) -> None:
-        """Wait until ``waiter`` is done; in standalone mode, drive the engine in turn."""
+    async def wait(self, waiter: Waiter) -> None:
+        """Wait until ``waiter`` is done, or (run mode) until its one-shot signal fires; in
+        standalone mode, drive the engine in turn.
+
+        Run mode waits for the signal once: a request's signal fires with its outcome, and a
+        drain waiter's when the engine was idle, which a wake-up token arriving in the intake
+        may undo before the waiter runs; awaiting the spent signal again returned at once and
+        spun the loop forever. ``drain`` and ``collect`` look again with a new waiter.
+        """
         if self.standalone:
             await self._turns.wait(waiter)
             return
-        while not waiter.done():
+        if not waiter.done():
             await wait_for(waiter.signal)
 
     # -- JobHost: what the runner tells us -------------------------------------------------------
@@ -311,7 +362,7 @@ class Engine:
 
     def finished(self, job: Job) -> None:
         self._release_tokens(job)
-        if job.resumed:
+        if job.resumed or self.journal is not None:
             for custom_id in job.record.order:
                 if self._resumed.get(custom_id) is job:
                     del self._resumed[custom_id]
@@ -565,7 +616,8 @@ class Engine:
                 while not until():
                     self._take_intake()
                     next_deadline = self._lanes.due(anyio.current_time())
-                    if self.closed_reason is not None:
+                    if self.closed_reason is not None or self._flush_requested:
+                        self._flush_requested = False
                         self._lanes.flush_all(anyio.current_time())
                     self._queue_flushed()
                     self._start_runnable(tg)
@@ -582,20 +634,33 @@ class Engine:
             self._receiving = False
             self._stopping = False
 
-    def _take_intake(self) -> None:
-        """Move a burst from the intake stream into lanes, while the bound allows."""
+    def _take_intake(self, *, from_outside: bool = False) -> None:
+        """Move a burst from the intake stream into lanes, while the bound allows.
+
+        ``from_outside``: called by a task that is not the engine's loop (``drain``). A
+        wake-up it takes was meant for the loop, which may be about to park in ``receive()``
+        (poke() found it there and will not send another): it is put back.
+        """
         lanes = self._lanes
         receive_nowait = self._intake_rx.receive_nowait
         now = anyio.current_time()
         taken = 0
+        wakeups = 0
         while lanes.has_room():
             try:
                 slot = receive_nowait()
             except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
                 break
             taken += 1
-            if slot is not None and slot.outcome is None:
+            if slot is None:
+                wakeups += 1
+            elif slot.outcome is None:
                 lanes.add(slot, now)
+        if wakeups and from_outside:
+            try:
+                self._intake_tx.send_nowait(None)
+            except (anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                pass
         if taken and self._drain_waiters:
             self._check_idle()
         if self._room_waiters:
@@ -669,7 +734,7 @@ class Engine:
 
     async def drain(self) -> None:
         """Flush every lane now and wait (or drive) until every request has its answer."""
-        self._take_intake()
+        self._take_intake(from_outside=True)
         self._lanes.flush_all(anyio.current_time())
         self._queue_flushed()
         self.poke()
@@ -708,6 +773,7 @@ class Engine:
                 self,
             )
             job.record.phase = Phase.DONE
+            job.release_spill()
         # requests still in the intake (and callers blocked sending) get the same answer
         while True:
             try:

@@ -44,7 +44,7 @@ from ._errors import (
     NotFoundError,
 )
 from ._events import BatchEvent, EventHub, EventKind
-from ._job import Job, Phase, Slot
+from ._job import Job, LineSpill, Phase, Slot
 from ._journal import REALTIME, Journal
 from ._jsonl import extract_custom_id
 from ._realtime import Escalation
@@ -66,6 +66,9 @@ _LOOKUP_SLACK = 600.0
 #: with a journal, results are committed in transactions of about this many bytes (or lines)
 _COMMIT_BYTES = 4 << 20
 _COMMIT_LINES = 20_000
+#: lines of at most this many bytes are written to their spill file on the event loop; more
+#: in a worker thread
+_SPILL_ON_LOOP_BYTES = 1 << 20
 #: longest wait between two looks at an uploaded file that is not processed yet
 _FILE_POLL_SECONDS = 5.0
 #: ("": a server that shows no status has nothing to wait for)
@@ -269,11 +272,43 @@ class JobRunner:
         record.order = order
         record.upload_unsure = False
         record.phase = Phase.UPLOADED
+        # A bulk request's line moves to disk now (read back only if it must go again); other
+        # lines stay until the batch is accepted (see _release_lines). With max_resubmits=0
+        # (and no escalation) nothing is ever sent again: no line is kept at all.
+        to_spill: list[Slot] = []
+        keep_none = self._config.max_resubmits == 0 and self._config.on_expired != "realtime"
+        for slot in job.slots.values():
+            if keep_none:
+                slot.line = None
+            elif slot.spills_line and slot.line is not None:
+                to_spill.append(slot)
         self._host.uploaded(job)
         del lines
+        if to_spill:
+            await self._spill(job, to_spill)
         if journal is not None:
             await journal.save_job(record)  # the file id, before a batch is created from it
         self._checkpoint()
+
+    async def _spill(self, job: Job, slots: list[Slot]) -> None:
+        """Move the lines of ``slots`` (just uploaded) to a temporary file, written in a worker
+        thread; a request settled or withdrawn meanwhile is left as it is. If the file cannot
+        be written, the lines stay in memory."""
+        lines = [slot.line or b"" for slot in slots]
+        try:
+            if sum(map(len, lines)) <= _SPILL_ON_LOOP_BYTES:
+                spill = LineSpill(lines)  # (a write to the page cache: well under a ms)
+            else:
+                spill = await anyio.to_thread.run_sync(LineSpill, lines)
+        except OSError as exc:
+            logger.info("batch job %s: lines kept in memory (%s)", job.record.key, exc)
+            return
+        job.release_spill()
+        job.spill = spill
+        for index, slot in enumerate(slots):
+            if slot.line is not None and slot.outcome is None:
+                slot.line = None
+                slot.spilled = index
 
     async def _create(self, job: Job) -> None:
         record = job.record
@@ -534,6 +569,7 @@ class JobRunner:
         for slot in job.slots.values():
             if slot.resubmits >= max_resubmits:
                 slot.line = None
+                slot.spilled = -1
 
     async def _cancel_overdue(self, job: Job) -> None:
         """The watchdog: the batch is still unfinished past ``batch_deadline_seconds``.
@@ -725,7 +761,7 @@ class JobRunner:
     # -- resubmission ---------------------------------------------------------------------------
 
     def _may_resubmit(self, slot: Slot, reason: str) -> bool:
-        if slot.line is None:
+        if slot.line is None and slot.spilled < 0:
             return False
         if reason in _ESCALATED and self._config.on_expired == "realtime":
             return True  # (escalated once, whatever its count: the real-time answer is final)
@@ -771,6 +807,7 @@ class JobRunner:
         retry = job.retry
         while retry:
             reason, slots = retry.popitem()
+            self._unspill(job, slots)
             self._host.resubmit(
                 slots, reason, batch_id=job.record.batch_id, counted=reason != _QUOTA
             )
@@ -805,6 +842,7 @@ class JobRunner:
         )
         if self._journal is not None:
             self._journal.note_resubmission(custom_ids, reason, record.batch_id, into=REALTIME)
+        self._unspill(job, slots)
         try:
             await escalation.run(record, slots, self._host)
         finally:
@@ -812,6 +850,19 @@ class JobRunner:
             unanswered = [slot for slot in slots if slot.outcome is None]
             if unanswered:
                 self._host.resubmit(unanswered, reason, batch_id=record.batch_id)
+
+    @staticmethod
+    def _unspill(job: Job, slots: list[Slot]) -> None:
+        """Read back the lines of ``slots`` that were moved to disk at upload."""
+        spill = job.spill
+        for slot in slots:
+            if slot.spilled >= 0:
+                if spill is not None and slot.line is None:
+                    try:
+                        slot.line = spill.read(slot.spilled)
+                    except OSError as exc:  # (left without a line: the engine fails it)
+                        logger.warning("could not read back a spilled line: %s", exc)
+                slot.spilled = -1
 
     def _fail_batch(self, job: Job, batch: Batch) -> None:
         raw_errors = batch.to_dict().get("errors")
@@ -886,6 +937,7 @@ class JobRunner:
         settle_all(job, make_error, self._host)
 
     def _finish(self, job: Job) -> None:
+        job.release_spill()
         job.record.phase = Phase.DONE
         job.batch = None
         self._host.finished(job)
