@@ -271,6 +271,21 @@ async def test_bad_items_and_failed_lines_get_their_own_typed_errors() -> None:
     assert server.emulator.stats().total_executions == 5
 
 
+async def test_an_item_over_max_enqueued_tokens_is_refused_alone() -> None:
+    # create() refuses such a request at the call; a map refuses that item, not the map
+    items = [line(0), line(1, "x" * 4000), line(2)]
+    async with in_process() as server:
+        async with open_batcher(**server.options(max_enqueued_tokens=500)) as client:
+            async with client.map(items, ordered=True) as results:
+                got = [result async for result in results]
+    assert [r.ok for r in got] == [True, False, True]
+    error = got[1].error
+    assert isinstance(error, InvalidBulkRequestError) and error.code == "request_too_large"
+    assert "max_enqueued_tokens=500" in str(error)
+    assert [content(r) for r in (got[0], got[2])] == ["m0", "m2"]
+    assert server.emulator.stats().total_executions == 2
+
+
 @virtual_time()
 @pytest.mark.parametrize("max_resubmits", [3, 0])
 async def test_what_an_expired_batch_did_not_run_is_sent_again_or_reported(
