@@ -1,0 +1,338 @@
+"""``autobatcher run``: a Batch API input file through client.map(), resumable.
+
+The command's async core (:func:`autobatcher._run_cli.run_job`) runs in-process against the
+in-process emulator on every backend; the kill -9 and Ctrl-C paths run the real command in a
+child process against the emulator in a process of its own, and check with the emulator's own
+counts that a re-run finished the job without executing anything twice.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+
+from autobatcher._bulk_io import (
+    InputReader,
+    OutputWriter,
+    fingerprint_input,
+    recover_output,
+)
+from autobatcher._cli import main
+from autobatcher._run_cli import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_STRICT,
+    EXIT_USAGE,
+    Prices,
+    RunOptions,
+    RunRefused,
+    RunSummary,
+    job_status,
+    run_job,
+)
+from autobatcher._run_progress import Progress, render_line
+from autobatcher.testing import IN_PROCESS_BASE_URL
+
+from ._support import API_KEY, in_process
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def request_line(
+    custom_id: str, text: str, *, url: str = "/v1/chat/completions", **body: Any
+) -> str:
+    payload = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}], **body}
+    return json.dumps({"custom_id": custom_id, "method": "POST", "url": url, "body": payload})
+
+
+def write_input(path: Path, lines: Iterable[str]) -> Path:
+    path.write_text("".join(line + "\n" for line in lines))
+    return path
+
+
+def good_lines(n: int, prefix: str = "") -> list[str]:
+    return [request_line(f"req-{i}", f"{prefix}question {i}") for i in range(n)]
+
+
+def read_output(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def read_errors(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+MIXED = [
+    request_line("a", "first"),
+    "this is not json",
+    json.dumps({"method": "POST", "url": "/v1/chat/completions", "body": {"model": "m"}}),
+    request_line("a", "a repeated custom_id"),
+    request_line("b", "second", url="/v1/images/generations"),
+    "",  # a blank line is skipped, not reported
+    json.dumps(["not", "an", "object"]),
+    request_line("c", "third"),
+    json.dumps({"custom_id": "d", "method": "GET", "url": "/v1/chat/completions", "body": {}}),
+    json.dumps({"custom_id": "e", "url": "/v1/chat/completions", "body": {"messages": []}}),
+    request_line("f", "fourth", url="/v1/embeddings"),
+]
+
+
+# -- reading and checking the input -------------------------------------------------------------
+
+
+def test_every_bad_line_is_named_with_its_number_and_reason(tmp_path: Path) -> None:
+    path = write_input(tmp_path / "in.jsonl", MIXED)
+    reader = InputReader(path)
+    chunk = reader.read_chunk(3)  # chunks of three lines: numbering carries over
+    requests, problems = list(chunk.requests), list(chunk.problems)
+    while not chunk.end:
+        chunk = reader.read_chunk(3)
+        requests += chunk.requests
+        problems += chunk.problems
+    reader.close()
+    assert [(r.line, r.custom_id) for r in requests] == [(1, "a"), (8, "c"), (11, "f")]
+    reasons = {p.line: p.reason for p in problems}
+    assert reasons[2].startswith("not JSON")
+    assert reasons[3] == "no custom_id (a non-empty string)"
+    assert reasons[4] == "repeats a custom_id of an earlier line"
+    assert reasons[5].startswith("unsupported url '/v1/images/generations'")
+    assert reasons[7] == "not a JSON object (a list)"
+    assert reasons[9] == "unsupported method 'GET' (only POST)"
+    assert reasons[10] == "the body names no model (give --model)"
+    assert sorted(reasons) == [2, 3, 4, 5, 7, 9, 10]
+
+
+def test_a_model_override_replaces_every_body_model_and_done_lines_are_skipped(
+    tmp_path: Path,
+) -> None:
+    path = write_input(tmp_path / "in.jsonl", [*good_lines(3), MIXED[9]])
+    reader = InputReader(path, done={"req-1"}, model_override="other-model")
+    chunk = reader.read_chunk(100)
+    reader.close()
+    assert chunk.end
+    assert chunk.already_done == 1
+    assert [(r.custom_id, r.body["model"]) for r in chunk.requests] == [
+        ("req-0", "other-model"),
+        ("req-2", "other-model"),
+        ("e", "other-model"),
+    ]
+
+
+def test_the_fingerprint_counts_lines_with_or_without_a_final_newline(tmp_path: Path) -> None:
+    with_newline = tmp_path / "a.jsonl"
+    with_newline.write_bytes(b"x\ny\n")
+    without = tmp_path / "b.jsonl"
+    without.write_bytes(b"x\ny")
+    assert fingerprint_input(with_newline).lines == 2
+    assert fingerprint_input(without).lines == 2
+    assert fingerprint_input(with_newline).sha256 != fingerprint_input(without).sha256
+
+
+# -- the output after a crash -------------------------------------------------------------------
+
+
+def output_line(
+    custom_id: str, *, status: int = 200, prompt: int = 3, completion: int = 2
+) -> bytes:
+    body = {
+        "model": "gpt-4o-mini",
+        "usage": {"prompt_tokens": prompt, "completion_tokens": completion},
+    }
+    line = {
+        "id": f"batch_req_{custom_id}",
+        "custom_id": custom_id,
+        "response": {"status_code": status, "request_id": "r", "body": body},
+        "error": None,
+    }
+    return json.dumps(line).encode() + b"\n"
+
+
+def test_a_torn_last_line_is_cut_off_and_the_rest_counted(tmp_path: Path) -> None:
+    path = tmp_path / "out.jsonl"
+    torn = output_line("c")[:25]
+    path.write_bytes(output_line("a") + output_line("b", status=400) + torn)
+    recovery = recover_output(path)
+    assert recovery.done == {"a", "b"}
+    assert (recovery.ok, recovery.failed) == (1, 1)
+    assert (recovery.prompt_tokens, recovery.completion_tokens) == (6, 4)
+    assert recovery.torn_bytes == len(torn)
+    assert path.read_bytes() == output_line("a") + output_line("b", status=400)
+    # appending after the cut gives whole lines again
+    writer = OutputWriter(path)
+    writer.add(output_line("c"))
+    writer.write(writer.take())
+    writer.close()
+    assert recover_output(path).done == {"a", "b", "c"}
+
+
+def test_a_bad_line_in_the_middle_of_an_output_is_not_mended(tmp_path: Path) -> None:
+    path = tmp_path / "out.jsonl"
+    path.write_bytes(output_line("a") + b"garbage\n" + output_line("b"))
+    with pytest.raises(OSError, match="is not an output line"):
+        recover_output(path)
+    assert path.read_bytes() == output_line("a") + b"garbage\n" + output_line("b")
+
+
+# -- prices ---------------------------------------------------------------------------------------
+
+
+def test_prices_take_the_longest_model_prefix_then_the_default(tmp_path: Path) -> None:
+    file = tmp_path / "prices.json"
+    file.write_text(
+        json.dumps(
+            {
+                "gpt-4o": {"input": 1.25, "output": 5},
+                "gpt-4o-mini": {"input": 0.075, "output": 0.3},
+                "*": {"input": 9, "output": 9},
+            }
+        )
+    )
+    prices = Prices.load(str(file), None, None)
+    assert prices is not None
+    assert prices.of("gpt-4o-mini-2024-07-18") == (0.075, 0.3)
+    assert prices.of("gpt-4o-2024-08-06") == (1.25, 5.0)
+    assert prices.of("o3") == (9.0, 9.0)
+    spent_in, spent_out, unpriced = prices.cost({"gpt-4o-mini": [2_000_000, 1_000_000]})
+    assert (spent_in, spent_out) == pytest.approx((0.15, 0.3))
+    assert unpriced == []
+    flags_only = Prices.load(None, 0.5, None)
+    assert flags_only is not None
+    assert flags_only.cost({"x": [1_000_000, 1_000_000]}) == (0.5, 0.0, [])
+    only_file = Prices.load(str(file), 1.0, None)  # the flag wins over the file's "*"
+    assert only_file is not None
+    assert only_file.of("o3") == (1.0, 9.0)
+    assert Prices.load(None, None, None) is None
+    file.write_text('{"m": {"input": "cheap"}}')
+    with pytest.raises(RunRefused, match="'m' needs numbers"):
+        Prices.load(str(file), None, None)
+
+
+def test_a_model_without_a_price_is_named() -> None:
+    prices = Prices(by_model={"gpt-4o-mini": (1.0, 1.0)})
+    assert prices.cost({"gpt-4o-mini": [1, 1], "o3": [5, 5], "idle": [0, 0]})[2] == ["o3"]
+
+
+# -- progress lines -------------------------------------------------------------------------------
+
+
+def test_a_progress_line_says_where_every_request_stands() -> None:
+    from autobatcher import BatchEvent
+
+    progress = Progress(total_lines=1000, started=0.0)
+    progress.rate(now=0.0)  # the first sample: nothing answered yet
+    progress.read, progress.submitted, progress.done, progress.failed = 800, 700, 100, 2
+    progress.prompt_tokens, progress.completion_tokens = 1200, 300
+    progress.on_event(
+        BatchEvent(kind="batch_submitted", batch_id="b1", status="validating", requests=300)
+    )
+    progress.on_event(
+        BatchEvent(kind="batch_submitted", batch_id="b2", status="validating", requests=200)
+    )
+    progress.on_event(BatchEvent(kind="batch_progress", batch_id="b1", status="in_progress"))
+    progress.on_event(BatchEvent(kind="batch_finalizing", batch_id="b2", status="finalizing"))
+    line = render_line(progress, now=10.0)
+    assert line.startswith("read 800/1,000 | queued 100 | uploading - | ")
+    assert "in batches 300 (in_progress 300) | finalizing 200 | " in line
+    assert "done 100 (failed 2)" in line
+    assert "10/s" in line  # 100 answers in 10 s
+    assert "ETA 1m30s" in line  # 900 to go at 10/s
+    assert "tokens 1,500" in line
+    progress.on_event(BatchEvent(kind="batch_completed", batch_id="b2", status="completed"))
+    assert progress.in_batches() == {"in_progress": 300}
+    assert len(progress.batch_ids) == 2
+
+
+# -- --dry-run, --strict, refusals (nothing is sent) ---------------------------------------------
+
+
+def options(tmp_path: Path, source: Path, **overrides: Any) -> RunOptions:
+    values: dict[str, Any] = {
+        "input": source,
+        "output": tmp_path / "out.jsonl",
+        "base_url": IN_PROCESS_BASE_URL,
+        "window": 0.05,
+        "poll_interval": 0.02,
+        "progress": "none",
+        "command": "autobatcher run (test)",
+    }
+    values.update(overrides)
+    return RunOptions(**values)
+
+
+@pytest.mark.anyio
+async def test_dry_run_shows_requests_bytes_batches_and_an_estimate(tmp_path: Path) -> None:
+    lines = [request_line(f"r{i}", "x" * 40, max_tokens=10) for i in range(5)]
+    lines.append(request_line("e1", "embed me", url="/v1/embeddings"))
+    source = write_input(tmp_path / "in.jsonl", [*lines, MIXED[1]])
+    out = io.StringIO()
+    prices = Prices(by_model={"gpt-4o-mini": (1_000_000.0, 0.0)})  # a dollar a token: visible
+    summary = await run_job(
+        options(tmp_path, source, dry_run=True, batch_size=2, prices=prices, json=True),
+        api_key=None,
+        out=out,
+    )
+    figures = json.loads(out.getvalue())
+    assert summary.exit_status == EXIT_FAILED  # a bad line
+    assert figures["requests"] == 6
+    assert figures["rejected"] == 1
+    assert figures["problems"][0]["line"] == 7
+    chat = next(row for row in figures["lanes"] if row["url"] == "/v1/chat/completions")
+    assert chat["requests"] == 5
+    assert chat["batches"] == 3  # five requests, two a batch
+    assert chat["bytes"] == sum(len(line) + 1 for line in lines[:5])
+    assert chat["input_tokens"] == sum((len(line) + 1) // 4 for line in lines[:5])
+    assert chat["max_output_tokens"] == 50
+    assert figures["batches"] == 4
+    assert figures["estimated_input_cost"] == pytest.approx(figures["input_tokens"] * 1.0, rel=1e-9)
+    assert not (tmp_path / "out.jsonl").exists()  # nothing written, nothing sent
+
+    text = io.StringIO()
+    await run_job(options(tmp_path, source, dry_run=True, batch_size=2), api_key=None, out=text)
+    shown = text.getvalue()
+    assert "would send 6 requests" in shown
+    assert "in 4 batches of at most 2" in shown
+    assert "line 7: not JSON" in shown
+
+
+@pytest.mark.anyio
+async def test_strict_refuses_a_file_with_any_bad_line_and_sends_nothing(tmp_path: Path) -> None:
+    source = write_input(tmp_path / "in.jsonl", MIXED)
+    err = io.StringIO()
+    async with in_process() as server:
+        summary = await run_job(
+            options(tmp_path, source, strict=True),
+            api_key=API_KEY,
+            http_client=server.http_client,
+            err=err,
+        )
+        assert server.emulator.stats().api_calls == 0
+    assert summary.exit_status == EXIT_STRICT
+    assert summary.rejected == 7
+    listed = read_errors(tmp_path / "out.jsonl.errors")
+    assert [entry["line"] for entry in listed] == [2, 3, 4, 5, 7, 9, 10]
+    assert all(entry["kind"] == "rejected" for entry in listed)
+    assert "--strict: 7 bad lines" in err.getvalue()
+    assert "line 2: not JSON" in err.getvalue()
+
+
+@pytest.mark.anyio
+async def test_an_output_of_another_input_or_of_someone_else_is_refused(tmp_path: Path) -> None:
+    source = write_input(tmp_path / "in.jsonl", good_lines(2))
+    stranger = tmp_path / "out.jsonl"
+    stranger.write_text("precious data\n")
+    with pytest.raises(RunRefused, match="not written by autobatcher run") as refused:
+        await run_job(options(tmp_path, source, dry_run=True), api_key=None)
+    assert refused.value.exit_status == EXIT_USAGE
+    assert stranger.read_text() == "precious data\n"
