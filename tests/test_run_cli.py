@@ -336,3 +336,346 @@ async def test_an_output_of_another_input_or_of_someone_else_is_refused(tmp_path
         await run_job(options(tmp_path, source, dry_run=True), api_key=None)
     assert refused.value.exit_status == EXIT_USAGE
     assert stranger.read_text() == "precious data\n"
+
+
+# -- the real command in a child process: kill -9 and Ctrl-C, then the same command again --------
+
+CHILD_KEY = "sk-run-child"
+CHILD_REQUESTS = 40
+
+
+@pytest.fixture(scope="module")
+def emulator_url() -> Iterator[str]:
+    """One emulator process for the child tests (each asks its own questions). Slow enough
+    (10 lines a second) that a job of four batches of ten, one at a time, takes seconds."""
+    args = [sys.executable, "-m", "autobatcher", "emulate", "--port", "0"]
+    args += ["--api-key", CHILD_KEY, "--lines-per-second", "10"]
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        yield process.stdout.readline().split("serving at ", 1)[1].split()[0]
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def emulator_stats(base_url: str) -> dict[str, Any]:
+    stats: dict[str, Any] = httpx.get(f"{base_url.removesuffix('/v1')}/_emulator/stats").json()
+    return stats
+
+
+def run_args(base_url: str, source: Path, output: Path, backend: str) -> list[str]:
+    return [
+        "run",
+        str(source),
+        "-o",
+        str(output),
+        "--base-url",
+        base_url,
+        "--batch-size",
+        "10",
+        "--max-batches-in-flight",
+        "1",
+        "--window",
+        "0.05",
+        "--poll-interval",
+        "0.05",
+        "--progress",
+        "log",
+        "--log-interval",
+        "0.05",
+        "--backend",
+        backend,
+    ]
+
+
+def start_child(args: list[str]) -> subprocess.Popen[str]:
+    env = {**os.environ, "OPENAI_API_KEY": CHILD_KEY, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "autobatcher", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def wait_until_part_done(child: subprocess.Popen[str]) -> list[str]:
+    """Read the child's progress lines until some answers are written and some are not."""
+    assert child.stderr is not None
+    seen = []
+    for line in child.stderr:
+        seen.append(line)
+        if " | done " in line:
+            done = int(line.split(" | done ", 1)[1].split()[0].replace(",", ""))
+            if 0 < done < CHILD_REQUESTS:
+                return seen
+    raise AssertionError("the child ended before it was part done:\n" + "".join(seen))
+
+
+def finish(args: list[str]) -> tuple[int, str, str]:
+    child = start_child(args)
+    out, err = child.communicate(timeout=120)
+    return child.returncode, out, err
+
+
+def check_complete(output: Path, tag: str, base_url: str, before: dict[str, Any]) -> None:
+    lines = read_output(output)
+    assert sorted(line["custom_id"] for line in lines) == sorted(
+        f"req-{i}" for i in range(CHILD_REQUESTS)
+    )  # every request, each once
+    for line in lines:
+        index = line["custom_id"].removeprefix("req-")
+        reply = line["response"]["body"]["choices"][0]["message"]["content"]
+        assert reply == f"{tag}question {index}"
+    after = emulator_stats(base_url)
+    mine = [count for body, count in after["executions"].items() if tag in body]
+    assert sorted(mine) == [1] * CHILD_REQUESTS  # and none ran twice
+    assert after["batches_created"] - before["batches_created"] <= CHILD_REQUESTS // 10
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_kill_9_mid_run_then_the_same_command_finishes_the_job(
+    backend: str, emulator_url: str, tmp_path: Path
+) -> None:
+    tag = f"kill-{backend}-{tmp_path.name}: "
+    source = write_input(tmp_path / "in.jsonl", good_lines(CHILD_REQUESTS, tag))
+    output = tmp_path / "out.jsonl"
+    args = run_args(emulator_url, source, output, backend)
+    before = emulator_stats(emulator_url)
+    child = start_child(args)
+    try:
+        wait_until_part_done(child)
+        child.send_signal(signal.SIGKILL)  # no clean-up of any kind runs
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert 0 < len(output.read_bytes().splitlines()) < CHILD_REQUESTS
+    assert job_status(output)["status"] == "interrupted"  # its process is gone
+
+    status, out, err = finish(args)
+    assert status == EXIT_OK, err
+    assert "finished" in out
+    check_complete(output, tag, emulator_url, before)
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_ctrl_c_stops_says_how_to_resume_and_the_same_command_finishes(
+    backend: str, emulator_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tag = f"sigint-{backend}-{tmp_path.name}: "
+    source = write_input(tmp_path / "in.jsonl", good_lines(CHILD_REQUESTS, tag))
+    output = tmp_path / "out.jsonl"
+    args = run_args(emulator_url, source, output, backend)
+    before = emulator_stats(emulator_url)
+    child = start_child(args)
+    try:
+        wait_until_part_done(child)
+        child.send_signal(signal.SIGINT)
+        out, err = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == EXIT_INTERRUPTED, err
+    assert "interrupted" in out
+    assert "run the same command again: autobatcher run " in err
+    written = read_output(output)
+    assert 0 < len(written) < CHILD_REQUESTS
+    assert len({line["custom_id"] for line in written}) == len(written)
+
+    assert main(["run", "--status", "-o", str(output)]) == EXIT_OK
+    shown = capsys.readouterr().out
+    assert f"{output}: interrupted" in shown
+    assert f"{len(written)} answers written" in shown
+    assert "to finish it: autobatcher run " in shown
+
+    status, out, err = finish(args)
+    assert status == EXIT_OK, err
+    check_complete(output, tag, emulator_url, before)
+
+
+# -- the job, in-process ------------------------------------------------------------------------
+
+
+async def run_in_process(
+    server: Any, opts: RunOptions, **kwargs: Any
+) -> tuple[RunSummary, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    summary = await run_job(
+        opts, api_key=API_KEY, http_client=server.http_client, out=out, err=err, **kwargs
+    )
+    return summary, out.getvalue(), err.getvalue()
+
+
+@pytest.mark.anyio
+async def test_a_good_file_is_answered_line_for_line_in_the_output_format(tmp_path: Path) -> None:
+    source = write_input(tmp_path / "in.jsonl", good_lines(30))
+    prices = Prices(default_input=2.0, default_output=8.0)
+    async with in_process() as server:
+        summary, out, _ = await run_in_process(
+            server, options(tmp_path, source, batch_size=10, prices=prices)
+        )
+        stats = server.emulator.stats()
+    assert summary.exit_status == EXIT_OK
+    lines = read_output(tmp_path / "out.jsonl")
+    assert sorted(line["custom_id"] for line in lines) == sorted(f"req-{i}" for i in range(30))
+    for line in lines:
+        assert set(line) == {"id", "custom_id", "response", "error"}
+        assert line["error"] is None
+        assert line["id"].startswith("batch_req_")
+        response = line["response"]
+        assert response["status_code"] == 200
+        assert response["request_id"]
+        index = line["custom_id"].removeprefix("req-")
+        assert response["body"]["choices"][0]["message"]["content"] == f"question {index}"
+    prompt = sum(line["response"]["body"]["usage"]["prompt_tokens"] for line in lines)
+    completion = sum(line["response"]["body"]["usage"]["completion_tokens"] for line in lines)
+    assert prompt > 0
+    assert (summary.prompt_tokens, summary.completion_tokens) == (prompt, completion)
+    assert summary.batches == stats.batches_created == 3
+    assert (summary.output_ok, summary.output_failed, summary.rejected) == (30, 0, 0)
+    assert summary.cost is not None
+    assert summary.cost[:2] == pytest.approx((prompt * 2.0 / 1e6, completion * 8.0 / 1e6))
+    assert "output     30 answers: 30 ok, 0 failed" in out
+    assert "batches    3" in out
+    assert f"tokens     {prompt:,} input + {completion:,} output" in out
+    assert "cost       $" in out
+    assert not read_errors(tmp_path / "out.jsonl.errors")
+    status = job_status(tmp_path / "out.jsonl")
+    assert status["status"] == "finished"
+    assert status["output_lines"] == 30
+    assert status["journal"]["answered"] == 30
+
+
+@pytest.mark.anyio
+async def test_a_mixed_file_sends_the_good_lines_and_lists_the_bad(tmp_path: Path) -> None:
+    failing = request_line("g", "[[status:400]] refused upstream")
+    source = write_input(tmp_path / "in.jsonl", [*MIXED, failing])
+    async with in_process() as server:
+        summary, out, _ = await run_in_process(server, options(tmp_path, source, json=True))
+    assert summary.exit_status == EXIT_FAILED
+    lines = {line["custom_id"]: line for line in read_output(tmp_path / "out.jsonl")}
+    assert sorted(lines) == ["a", "c", "f", "g"]
+    assert lines["f"]["response"]["body"]["object"] == "list"  # the embedding
+    assert lines["g"]["response"]["status_code"] == 400
+    listed = read_errors(tmp_path / "out.jsonl.errors")
+    assert [(entry["line"], entry["kind"]) for entry in listed] == [
+        (line, "rejected") for line in (2, 3, 4, 5, 7, 9, 10)
+    ]
+    assert listed[2]["custom_id"] == "a"
+    assert listed[2]["reason"] == "repeats a custom_id of an earlier line"
+    figures = json.loads(out)
+    assert figures["rejected"] == 7
+    assert (figures["output_ok"], figures["output_failed"]) == (3, 1)
+    assert figures["input_lines"] == len(MIXED) + 1
+
+
+@pytest.mark.anyio
+async def test_stopped_mid_run_then_run_again_finishes_without_paying_twice(
+    tmp_path: Path,
+) -> None:
+    source = write_input(tmp_path / "in.jsonl", good_lines(30))
+    opts = options(tmp_path, source, batch_size=10, max_batches_in_flight=1)
+    stop = anyio.Event()
+
+    def stop_after_ten(progress: Progress) -> None:
+        if progress.done >= 10:
+            stop.set()
+
+    async with in_process() as server:
+        first, _, err = await run_in_process(server, opts, stop=stop, on_result=stop_after_ten)
+        assert first.exit_status == EXIT_INTERRUPTED
+        assert "run the same command again: autobatcher run (test)" in err
+        written = read_output(tmp_path / "out.jsonl")
+        assert 10 <= len(written) < 30
+        assert job_status(tmp_path / "out.jsonl")["status"] == "interrupted"
+
+        second, _, _ = await run_in_process(server, opts)
+        stats = server.emulator.stats()
+    assert second.exit_status == EXIT_OK
+    assert second.done_before == len(written)
+    lines = read_output(tmp_path / "out.jsonl")
+    assert sorted(line["custom_id"] for line in lines) == sorted(f"req-{i}" for i in range(30))
+    assert stats.total_executions == 30
+    assert stats.duplicate_executions == 0
+    assert second.output_ok == 30
+    assert second.prompt_tokens == sum(
+        line["response"]["body"]["usage"]["prompt_tokens"] for line in lines
+    )
+
+
+@pytest.mark.anyio
+async def test_requests_that_did_not_run_are_listed_and_sent_again_by_the_next_run(
+    tmp_path: Path,
+) -> None:
+    source = write_input(tmp_path / "in.jsonl", good_lines(4))
+    opts = options(tmp_path, source)
+    async with in_process(expire_after_seconds=0.0) as server:
+        first, out, _ = await run_in_process(server, opts)
+        assert first.exit_status == EXIT_FAILED
+        assert first.not_run == 4
+        assert not read_output(tmp_path / "out.jsonl")  # no answer: nothing to keep
+        listed = read_errors(tmp_path / "out.jsonl.errors")
+        assert sorted(entry["custom_id"] for entry in listed) == [f"req-{i}" for i in range(4)]
+        assert {entry["kind"] for entry in listed} == {"not_run"}
+        assert {entry["line"] for entry in listed} == {1, 2, 3, 4}
+        assert "run the same command again to send them" in out
+
+        server.emulator.configure(expire_after_seconds=None)
+        second, _, _ = await run_in_process(server, opts)
+    assert second.exit_status == EXIT_OK
+    assert len(read_output(tmp_path / "out.jsonl")) == 4
+    assert not read_errors(tmp_path / "out.jsonl.errors")
+
+
+@pytest.mark.anyio
+async def test_progress_is_logged_in_plain_lines_when_not_on_a_terminal(tmp_path: Path) -> None:
+    source = write_input(tmp_path / "in.jsonl", good_lines(20))
+    async with in_process() as server:
+        summary, _, err = await run_in_process(
+            server, options(tmp_path, source, progress="auto", log_interval=0.01)
+        )
+    assert summary.exit_status == EXIT_OK
+    logged = [line for line in err.splitlines() if line.startswith("autobatcher run: read ")]
+    assert logged  # at least the last word
+    assert (
+        "read 20/20 | queued 0 | uploading 0 | in batches 0 | finalizing 0 | done 20"
+        in (logged[-1])
+    )
+    assert "\x1b[" not in err  # no terminal control codes in a log
+
+
+@pytest.mark.anyio
+async def test_the_live_display_shows_every_stage(tmp_path: Path) -> None:
+    source = write_input(tmp_path / "in.jsonl", good_lines(5))
+    async with in_process() as server:
+        summary, _, err = await run_in_process(server, options(tmp_path, source, progress="live"))
+    assert summary.exit_status == EXIT_OK
+    for label in ("read", "queued", "uploading", "in batches", "finalizing", "done", "rate"):
+        assert label in err
+    assert "tokens" in err
+
+
+@pytest.mark.anyio
+async def test_a_changed_input_or_model_is_refused_for_the_same_output(tmp_path: Path) -> None:
+    source = write_input(tmp_path / "in.jsonl", good_lines(3))
+    async with in_process() as server:
+        await run_in_process(server, options(tmp_path, source))
+        write_input(source, good_lines(4))
+        with pytest.raises(RunRefused, match="belongs to another input") as refused:
+            await run_in_process(server, options(tmp_path, source))
+        assert refused.value.exit_status == EXIT_USAGE
+        write_input(source, good_lines(3))
+        with pytest.raises(RunRefused, match="was started with --model None"):
+            await run_in_process(server, options(tmp_path, source, model="other"))
+        again, _, _ = await run_in_process(server, options(tmp_path, source))
+        assert again.exit_status == EXIT_OK
+        assert again.done_before == 3
+        assert server.emulator.stats().batches_created == 1

@@ -1,0 +1,264 @@
+"""``autobatcher run`` measured as a user runs it (``bulk.py --mode run`` and ``--mode resume``).
+
+The command runs in a child process (``python -m autobatcher run``) against the emulator in
+another process on loopback; its CPU (user + sys) and peak RSS come from ``wait4``'s resource
+usage of that child, so they cover everything the command does: start-up, reading and
+checking the input, the batches, writing the output.
+
+``run``: N chat requests (1,000,000 by default) in batches of 50,000: wall time, throughput,
+client CPU per request and peak RSS, next to the hand-written floor's CPU per request at
+50,000 concurrent requests (``_worker.py --client floor``), measured in the same run.
+
+``resume``: N requests (100,000 by default); the command is killed with SIGKILL once part of
+the output is written, then run again: the output must hold every request exactly once, and
+the emulator must have executed each request once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from _harness import OUR_PYTHON, emulator_process, machine_line, our_env, run_worker, table
+
+API_KEY = "sk-bulk-bench"
+MODEL = "bench-model"
+
+
+def write_requests(path: Path, n: int) -> int:
+    """N chat requests in the Batch API's input format; returns the file's size."""
+    with open(path, "w") as file:
+        for start in range(0, n, 10_000):
+            file.write(
+                "".join(
+                    '{"custom_id":"r%d","method":"POST","url":"/v1/chat/completions",'
+                    '"body":{"model":"%s","messages":[{"role":"user","content":'
+                    '"request number %d of the bulk benchmark"}]}}\n' % (i, MODEL, i)
+                    for i in range(start, min(n, start + 10_000))
+                )
+            )
+    return path.stat().st_size
+
+
+def run_command(
+    base_url: str,
+    source: Path,
+    output: Path,
+    *,
+    batch_size: int,
+    kill_after_lines: int | None = None,
+) -> dict[str, Any]:
+    """``autobatcher run`` in a child; its wall time, CPU and peak RSS (``wait4``).
+
+    With ``kill_after_lines``, the child is SIGKILLed once the output holds that many lines
+    (checked every 50 ms, so a few more may be written by then)."""
+    args = [
+        OUR_PYTHON,
+        "-m",
+        "autobatcher",
+        "run",
+        str(source),
+        "-o",
+        str(output),
+        "--base-url",
+        base_url,
+        "--batch-size",
+        str(batch_size),
+        "--window",
+        "0.5",
+        "--poll-interval",
+        "0.2",
+        "--progress",
+        "log",
+        "--log-interval",
+        "15",
+        "--json",
+    ]
+    env = {**our_env(), "OPENAI_API_KEY": API_KEY}
+    started = time.perf_counter()
+    child = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=sys.stderr, env=env)
+    killed = False
+    if kill_after_lines is not None:
+        while child.poll() is None:
+            if output.exists() and _count_lines(output) >= kill_after_lines:
+                child.send_signal(signal.SIGKILL)
+                killed = True
+                break
+            time.sleep(0.05)
+    assert child.stdout is not None
+    stdout = child.stdout.read()
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - started
+    summary = json.loads(stdout.splitlines()[-1]) if stdout.strip() and not killed else None
+    return {
+        "wall": wall,
+        "cpu": usage.ru_utime + usage.ru_stime,
+        "peak_rss_kb": usage.ru_maxrss,
+        "exit_status": child.returncode,
+        "killed": killed,
+        "summary": summary,
+    }
+
+
+def _count_lines(path: Path) -> int:
+    count = 0
+    with open(path, "rb") as file:
+        while block := file.read(1 << 20):
+            count += block.count(b"\n")
+    return count
+
+
+def check_output(path: Path, n: int) -> dict[str, Any]:
+    """Every request answered exactly once, each with its own echo."""
+    seen: set[str] = set()
+    lines = duplicates = wrong = 0
+    with open(path, "rb") as file:
+        for raw in file:
+            lines += 1
+            line = json.loads(raw)
+            custom_id = line["custom_id"]
+            if custom_id in seen:
+                duplicates += 1
+            seen.add(custom_id)
+            content = line["response"]["body"]["choices"][0]["message"]["content"]
+            if content != f"request number {custom_id[1:]} of the bulk benchmark":
+                wrong += 1
+    return {
+        "lines": lines,
+        "distinct": len(seen),
+        "duplicates": duplicates,
+        "wrong": wrong,
+        "complete": len(seen) == n and lines == n and not duplicates and not wrong,
+    }
+
+
+def emulator_stats(base_url: str) -> dict[str, Any]:
+    stats: dict[str, Any] = httpx.get(
+        f"{base_url.removesuffix('/v1')}/_emulator/stats", timeout=60
+    ).json()
+    return stats
+
+
+def floor_at_50k() -> dict[str, Any]:
+    """The hand-written floor, 50,000 concurrent requests on asyncio (as overhead.py)."""
+    with emulator_process() as emulator:
+        time.sleep(0.2)
+        args = ["--base-url", emulator.base_url, "--client", "floor", "--n", "50000"]
+        return run_worker(OUR_PYTHON, "_worker.py", args)
+
+
+def mode_run(n: int, batch_size: int) -> dict[str, Any]:
+    print(machine_line())
+    floor = floor_at_50k()
+    floor_per_request = floor["cpu"] / 50_000
+    with tempfile.TemporaryDirectory(prefix="bulk-run-") as directory:
+        source = Path(directory) / "in.jsonl"
+        output = Path(directory) / "out.jsonl"
+        size = write_requests(source, n)
+        print(f"input: {n:,} chat requests, {size / 1e6:.0f} MB", flush=True)
+        with emulator_process() as emulator:
+            time.sleep(0.2)
+            result = run_command(emulator.base_url, source, output, batch_size=batch_size)
+        checked = check_output(output, n)
+    per_request = result["cpu"] / n
+    rows = [
+        [
+            "autobatcher run",
+            f"{n:,}",
+            f"{result['wall']:.1f}",
+            f"{n / result['wall']:,.0f}",
+            f"{result['cpu']:.1f}",
+            f"{per_request * 1e6:.1f}",
+            f"{result['peak_rss_kb'] / 1024:.0f}",
+            str((result["summary"] or {}).get("batches", "?")),
+            "yes" if checked["complete"] else f"NO {checked}",
+        ],
+        [
+            "floor (50k concurrent)",
+            "50,000",
+            f"{floor['wall']:.1f}",
+            f"{50_000 / floor['wall']:,.0f}",
+            f"{floor['cpu']:.2f}",
+            f"{floor_per_request * 1e6:.1f}",
+            f"{floor['peak_rss_kb'] / 1024:.0f}",
+            str(floor.get("batches", "")),
+            "yes" if floor["ok"] == 50_000 else "NO",
+        ],
+    ]
+    headers = (
+        "client",
+        "N",
+        "wall s",
+        "requests/s",
+        "client CPU s",
+        "CPU µs/req",
+        "peak RSS MB",
+        "batches",
+        "output complete",
+    )
+    print(table(headers, rows))
+    print(
+        f"* client CPU per request ÷ floor's at 50k: {per_request / floor_per_request:.2f} "
+        "(target ≤ 1.00)"
+    )
+    print(f"* peak RSS of the client: {result['peak_rss_kb'] / 1024:.0f} MB (target ≤ 512)")
+    print(f"* exit status {result['exit_status']}")
+    return {"run": result, "floor": floor, "output": checked}
+
+
+def mode_resume(n: int, batch_size: int) -> dict[str, Any]:
+    print(machine_line())
+    with tempfile.TemporaryDirectory(prefix="bulk-resume-") as directory:
+        source = Path(directory) / "in.jsonl"
+        output = Path(directory) / "out.jsonl"
+        write_requests(source, n)
+        # slow enough that a kill lands while batches run: 20,000 lines a second per batch
+        with emulator_process(lines_per_second=20_000) as emulator:
+            time.sleep(0.2)
+            first = run_command(
+                emulator.base_url, source, output, batch_size=batch_size, kill_after_lines=n // 3
+            )
+            written = _count_lines(output)
+            second = run_command(emulator.base_url, source, output, batch_size=batch_size)
+            stats = emulator_stats(emulator.base_url)
+        checked = check_output(output, n)
+    rows = [
+        [
+            "first (SIGKILL)",
+            f"{first['wall']:.1f}",
+            f"{written:,}",
+            "killed" if first["killed"] else f"exit {first['exit_status']}",
+        ],
+        [
+            "same command again",
+            f"{second['wall']:.1f}",
+            f"{checked['lines']:,}",
+            f"exit {second['exit_status']}",
+        ],
+    ]
+    print(table(("run", "wall s", "output lines after it", "ended"), rows))
+    summary = second["summary"] or {}
+    print(
+        f"* output: {checked['lines']:,} lines, {checked['distinct']:,} distinct custom_ids, "
+        f"{checked['duplicates']} duplicates, {checked['wrong']} wrong answers: "
+        + ("complete" if checked["complete"] else "INCOMPLETE")
+    )
+    print(
+        f"* emulator: {stats['total_executions']:,} executions for {n:,} requests, "
+        f"{stats['duplicate_executions']} duplicate executions, "
+        f"{stats['batches_created']} batches created"
+    )
+    print(f"* second run: {summary.get('done_before', 0):,} answers kept from the first")
+    ok = checked["complete"] and stats["duplicate_executions"] == 0 and first["killed"]
+    print("* resume: " + ("OK" if ok else "FAILED"))
+    return {"first": first, "second": second, "stats": stats, "output": checked, "ok": ok}
