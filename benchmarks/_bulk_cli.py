@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-
 from _harness import OUR_PYTHON, emulator_process, machine_line, our_env, run_worker, table
 
 API_KEY = "sk-bulk-bench"
@@ -40,9 +39,9 @@ def write_requests(path: Path, n: int) -> int:
         for start in range(0, n, 10_000):
             file.write(
                 "".join(
-                    '{"custom_id":"r%d","method":"POST","url":"/v1/chat/completions",'
-                    '"body":{"model":"%s","messages":[{"role":"user","content":'
-                    '"request number %d of the bulk benchmark"}]}}\n' % (i, MODEL, i)
+                    f'{{"custom_id":"r{i}","method":"POST","url":"/v1/chat/completions",'
+                    f'"body":{{"model":"{MODEL}","messages":[{{"role":"user","content":'
+                    f'"request number {i} of the bulk benchmark"}}]}}}}\n'
                     for i in range(start, min(n, start + 10_000))
                 )
             )
