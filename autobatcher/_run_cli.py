@@ -491,10 +491,16 @@ async def _run_with_signals(options: RunOptions, api_key: str | None) -> RunSumm
                 stop.set()
                 return
 
+    error: Exception | None = None
     async with anyio.create_task_group() as tg:
         await tg.start(watch_signals)
-        summary = await run_job(options, api_key=api_key, stop=stop)
+        try:
+            summary = await run_job(options, api_key=api_key, stop=stop)
+        except Exception as exc:  # raised as itself, not in an exception group
+            error = exc
         tg.cancel_scope.cancel()
+    if error is not None:
+        raise error
     assert summary is not None
     return summary
 

@@ -477,6 +477,8 @@ def test_ctrl_c_stops_says_how_to_resume_and_the_same_command_finishes(
     child = start_child(args)
     try:
         wait_until_part_done(child)
+        running = job_status(output)
+        assert (running["status"], running["pid"]) == ("running", child.pid)
         child.send_signal(signal.SIGINT)
         out, err = child.communicate(timeout=60)
     finally:
@@ -679,3 +681,31 @@ async def test_a_changed_input_or_model_is_refused_for_the_same_output(tmp_path:
         assert again.exit_status == EXIT_OK
         assert again.done_before == 3
         assert server.emulator.stats().batches_created == 1
+
+
+# -- the command line itself ----------------------------------------------------------------------
+
+
+def test_the_command_line_says_what_is_missing_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = write_input(tmp_path / "in.jsonl", good_lines(2))
+    output = str(tmp_path / "out.jsonl")
+    assert main(["run", "-o", output]) == EXIT_USAGE
+    assert "INPUT is required" in capsys.readouterr().err
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    assert main(["run", str(source), "-o", output]) == 1
+    err = capsys.readouterr().err
+    assert "set OPENAI_API_KEY" in err
+    assert err.count("\n") == 1
+    assert main(["run", str(tmp_path / "missing.jsonl"), "-o", output, "--dry-run"]) == 1
+    assert "cannot read" in capsys.readouterr().err
+    assert main(["run", "--status", "-o", output]) == 1
+    assert "no job writes" in capsys.readouterr().err
+    # a dry run needs no key, and says it in JSON when asked
+    assert main(["run", str(source), "-o", output, "--dry-run", "--json"]) == EXIT_OK
+    assert json.loads(capsys.readouterr().out)["requests"] == 2
+    bad_prices = tmp_path / "prices.json"
+    bad_prices.write_text("[1, 2]")
+    assert main(["run", str(source), "-o", output, "--dry-run", "--prices", str(bad_prices)]) == 2
+    assert "expected a JSON object" in capsys.readouterr().err
