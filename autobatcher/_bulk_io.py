@@ -57,6 +57,9 @@ _SUPPORTED = frozenset(SUPPORTED_URLS)
 #: endpoints whose body must name a model (moderations pick a default)
 _MODEL_OPTIONAL = frozenset({"/v1/moderations"})
 _READ_BLOCK = 1 << 20
+#: ``json.loads`` less its per-call set-up (the encoding sniffing of bytes): input lines are
+#: UTF-8, as JSONL is
+_decode = json.JSONDecoder().decode
 
 
 @attrs.frozen
@@ -169,7 +172,9 @@ class InputReader:
     def _check(self, raw: bytes) -> ParsedRequest | InputProblem | None:
         line = self._line
         try:
-            item = json.loads(raw)
+            item = _decode(raw.decode())
+        except UnicodeDecodeError:
+            return InputProblem(line, "not UTF-8 text")
         except ValueError as exc:
             return InputProblem(line, f"not JSON ({exc})")
         if not isinstance(item, dict):

@@ -114,6 +114,15 @@ def test_every_bad_line_is_named_with_its_number_and_reason(tmp_path: Path) -> N
     assert sorted(reasons) == [2, 3, 4, 5, 7, 9, 10]
 
 
+def test_a_line_that_is_not_utf8_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b'{"custom_id": "\xff"}\n')
+    reader = InputReader(path)
+    chunk = reader.read_chunk(10)
+    reader.close()
+    assert [(p.line, p.reason) for p in chunk.problems] == [(1, "not UTF-8 text")]
+
+
 def test_a_model_override_replaces_every_body_model_and_done_lines_are_skipped(
     tmp_path: Path,
 ) -> None:
