@@ -80,6 +80,8 @@ _FLUSH_SECONDS = 0.5
 #: the state file (what ``--status`` shows of a running job) is rewritten this often
 _STATE_SECONDS = 2.0
 _READ_CHUNK_LINES = 2000
+#: one output line's JSON (compact, as the Batch API writes it)
+_encode = json.JSONEncoder(separators=(",", ":")).encode
 
 
 class RunRefused(AutobatcherError):
@@ -665,7 +667,7 @@ class _Job:
             return
         line = result.output_line()
         assert self.output is not None
-        self.output.add(json.dumps(line, separators=(",", ":")).encode() + b"\n")
+        self.output.add(_encode(line).encode() + b"\n")
         progress.done += 1
         if not result.ok:
             progress.failed += 1
