@@ -34,6 +34,7 @@ import anyio
 import attrs
 import httpx
 
+from ._bulk import BulkRequest, BulkResult, InvalidBulkRequestError
 from ._bulk_io import (
     InputChunk,
     InputFingerprint,
@@ -48,7 +49,15 @@ from ._bulk_io import (
     usage_of,
     write_state,
 )
-from ._errors import AutobatcherError
+from ._errors import (
+    AutobatcherError,
+    BatchCancelledError,
+    BatchExpiredError,
+    BatchFailedError,
+    BatchLostError,
+    BatchRequestError,
+    MissingResultError,
+)
 from ._run_progress import LiveDisplay, Progress, format_count, format_duration, render_line
 
 __all__ = [
@@ -579,24 +588,39 @@ def _state(
     }
 
 
-def _is_answer(result: Any) -> bool:
-    """Whether a result is the server's (or the client's final) word on its request, and so
-    belongs in the output; otherwise the request did not run, and a re-run sends it again."""
-    from ._errors import (
-        BatchFailedError,
-        BatchRequestError,
-        RequestTooLargeError,
-        UnsupportedParameterError,
-    )
+#: result-line failures that say "try again later" (the client's own resubmission rule):
+#: after its resubmissions ran out, the request is left for the next run, not written
+_TRANSIENT_STATUSES = frozenset({429, 500, 502, 503})
+_TRANSIENT_CODES = frozenset({"request_timeout", "batch_expired", "batch_cancelled"})
 
+
+def _outcome_of(result: BulkResult) -> str:
+    """Where a result goes: ``"answer"`` (the output: a success, or the server's verdict on
+    this request), ``"rejected"`` (the errors file: the item itself cannot be sent), or
+    ``"not_run"`` (the errors file: the request got no answer, its batch expired, was lost
+    or cancelled, the server could not be reached, or it failed transiently; the next run
+    sends it again)."""
     error = result.error
-    if error is None or result.status_code is not None:
-        return True
+    if error is None:
+        return "answer"
+    if isinstance(error, InvalidBulkRequestError):
+        return "rejected"
+    if isinstance(
+        error, (BatchExpiredError, BatchCancelledError, BatchLostError, MissingResultError)
+    ):
+        return "not_run"
     if isinstance(error, BatchFailedError):
-        return error.line_error is not None
-    return isinstance(
-        error, (BatchRequestError, RequestTooLargeError, UnsupportedParameterError, TypeError)
+        return "answer" if error.line_error is not None else "not_run"
+    from_a_line = (
+        result.line_id is not None
+        or result.body is not None
+        or isinstance(error, BatchRequestError)
     )
+    if not from_a_line:  # a Files/Batches call failed, or the server was never reached
+        return "not_run"
+    if result.status_code in _TRANSIENT_STATUSES or error.code in _TRANSIENT_CODES:
+        return "not_run"
+    return "answer"
 
 
 class _Feed:
@@ -613,9 +637,7 @@ class _Feed:
     def __aiter__(self) -> _Feed:
         return self
 
-    async def __anext__(self) -> Any:
-        from ._bulk import BulkRequest
-
+    async def __anext__(self) -> BulkRequest:
         job = self._job
         while self._at >= len(self._chunk):
             if self._end or job.stop.is_set():
@@ -658,12 +680,16 @@ class _Job:
         for problem in chunk.problems:
             self._errors.append(_error_line("rejected", problem))
 
-    def take_result(self, result: Any) -> None:
+    def take_result(self, result: BulkResult) -> None:
         progress = self.progress
-        if not _is_answer(result):
-            progress.not_run += 1
+        outcome = _outcome_of(result)
+        if outcome != "answer":
             problem = InputProblem(self.lines[result.index], str(result.error), result.key)
-            self._errors.append(_error_line("not_run", problem))
+            self._errors.append(_error_line(outcome, problem))
+            if outcome == "rejected":
+                progress.rejected += 1
+            else:
+                progress.not_run += 1
             return
         line = result.output_line()
         assert self.output is not None
