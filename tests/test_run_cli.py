@@ -85,7 +85,14 @@ MIXED = [
     request_line("c", "third"),
     json.dumps({"custom_id": "d", "method": "GET", "url": "/v1/chat/completions", "body": {}}),
     json.dumps({"custom_id": "e", "url": "/v1/chat/completions", "body": {"messages": []}}),
-    request_line("f", "fourth", url="/v1/embeddings"),
+    json.dumps(
+        {
+            "custom_id": "f",
+            "method": "POST",
+            "url": "/v1/embeddings",
+            "body": {"model": "text-embedding-3-small", "input": "fourth"},
+        }
+    ),
 ]
 
 
