@@ -460,6 +460,7 @@ def run_run_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
         return EXIT_ERROR
     try:
         options = options_from_args(args, argv)
+        _tune_gc()
         summary = anyio.run(_run_with_signals, options, api_key, backend=args.backend)
     except RunRefused as exc:
         print(f"autobatcher run: {exc}", file=sys.stderr)
@@ -477,6 +478,18 @@ def run_run_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
         )
         return EXIT_INTERRUPTED
     return summary.exit_status
+
+
+def _tune_gc() -> None:
+    """This process is the command's own, and it allocates a few short-lived containers per
+    request, millions of times: the cyclic collector's default cadence (a collection every 700
+    net allocations, each full one walking every object alive) would cost about a tenth of its
+    CPU. Objects alive now (the imported modules) are moved out of its sight, and the young
+    generation is collected every 50,000 allocations instead. Cycles are still collected."""
+    import gc
+
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
 
 
 def _resume_command(args: argparse.Namespace, argv: Sequence[str]) -> str:

@@ -19,8 +19,10 @@ from ._events import BatchEvent
 __all__ = ["Progress", "format_count", "format_duration", "render_line"]
 
 #: statuses a batch is in while its requests wait upstream, in the order they come
-_RUNNING_STATUSES = ("validating", "in_progress", "finalizing", "cancelling")
+_RUNNING_STATUSES = ("validating", "in_progress", "finalizing", "cancelling", "downloading")
 _TERMINAL_KINDS = frozenset({"batch_completed", "batch_failed", "batch_expired", "batch_cancelled"})
+#: a batch in one of these is over upstream, but its results are not all in yet
+_DONE_UPSTREAM = frozenset({"completed", "failed", "expired", "cancelled"})
 #: seconds of history behind the rate (and so the ETA)
 _RATE_WINDOW = 60.0
 
@@ -71,6 +73,8 @@ class Progress:
         if event.kind == "batch_resubmitted":
             return
         status = event.status or "validating"
+        if status in _DONE_UPSTREAM:  # ended upstream; its results are being downloaded
+            status = "downloading"
         batch = self.batches.get(batch_id)
         if batch is None:
             self.batches[batch_id] = _Batch(status, event.requests)
@@ -89,6 +93,8 @@ class Progress:
         now = time.monotonic() if now is None else now
         finished = self.done + self.not_run
         samples = self._samples
+        if not samples:
+            samples.append((self.started, 0))
         samples.append((now, finished))
         while len(samples) > 2 and now - samples[1][0] >= _RATE_WINDOW:
             samples.popleft()
@@ -237,10 +243,12 @@ class LiveDisplay:
         table.add_row("read", format_count(progress.read), f"of {format_count(total)} lines")
         table.add_row("queued", queued, "")
         table.add_row("uploading", uploading, "")
-        for status in ("validating", "in_progress", "cancelling"):
+        for status in ("validating", "in_progress", "cancelling", "downloading"):
             if in_batches.get(status):
                 table.add_row(f"in batches: {status}", format_count(in_batches[status]), "")
-        if not any(in_batches.get(s) for s in ("validating", "in_progress", "cancelling")):
+        if not any(
+            in_batches.get(s) for s in ("validating", "in_progress", "cancelling", "downloading")
+        ):
             table.add_row("in batches", "0", "")
         table.add_row("finalizing", format_count(finalizing), "")
         earlier = f"({format_count(progress.done_before)} before this run)"

@@ -247,7 +247,6 @@ def test_a_progress_line_says_where_every_request_stands() -> None:
     from autobatcher import BatchEvent
 
     progress = Progress(total_lines=1000, started=0.0)
-    progress.rate(now=0.0)  # the first sample: nothing answered yet
     progress.read, progress.submitted, progress.done, progress.failed = 800, 700, 100, 2
     progress.prompt_tokens, progress.completion_tokens = 1200, 300
     progress.on_event(
@@ -265,8 +264,10 @@ def test_a_progress_line_says_where_every_request_stands() -> None:
     assert "10/s" in line  # 100 answers in 10 s
     assert "ETA 1m30s" in line  # 900 to go at 10/s
     assert "tokens 1,500" in line
+    progress.on_event(BatchEvent(kind="batch_progress", batch_id="b1", status="completed"))
+    assert progress.in_batches() == {"downloading": 300, "finalizing": 200}
     progress.on_event(BatchEvent(kind="batch_completed", batch_id="b2", status="completed"))
-    assert progress.in_batches() == {"in_progress": 300}
+    assert progress.in_batches() == {"downloading": 300}
     assert len(progress.batch_ids) == 2
 
 
