@@ -393,5 +393,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "journal":
         return run_journal_command(args)
     if args.command == "run":
-        return run_run_command(args, arguments)
+        return run_run_command(args, arguments, own_process=argv is None)
     return _demo(args)

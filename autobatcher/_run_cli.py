@@ -439,8 +439,12 @@ def options_from_args(args: argparse.Namespace, argv: Sequence[str]) -> RunOptio
     )
 
 
-def run_run_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    """``autobatcher run``: parse, run on the chosen backend, print the summary."""
+def run_run_command(
+    args: argparse.Namespace, argv: Sequence[str], *, own_process: bool = False
+) -> int:
+    """``autobatcher run``: parse, run on the chosen backend, print the summary.
+    ``own_process``: this is the process's command (not a call from a program or a test), so
+    the process-wide garbage collector may be tuned for it."""
     if args.status:
         try:
             return print_status(Path(args.output), as_json=args.json, out=sys.stdout)
@@ -460,7 +464,8 @@ def run_run_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
         return EXIT_ERROR
     try:
         options = options_from_args(args, argv)
-        _tune_gc()
+        if own_process:
+            _tune_gc()
         summary = anyio.run(_run_with_signals, options, api_key, backend=args.backend)
     except RunRefused as exc:
         print(f"autobatcher run: {exc}", file=sys.stderr)
