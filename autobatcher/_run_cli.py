@@ -177,7 +177,7 @@ class RunOptions:
     base_url: str | None = None
     model: str | None = None
     batch_size: int = 50_000
-    window: float = 2.0
+    window: float = 5.0
     poll_interval: float | None = None
     completion_window: str | None = None
     max_batches_in_flight: int | None = None
@@ -311,9 +311,10 @@ def add_run_parser(commands: Any) -> None:
     add(
         "--window",
         type=_non_negative_float,
-        default=2.0,
+        default=5.0,
         metavar="S",
-        help="seconds a part-filled batch waits for more requests (default: 2)",
+        help="seconds a part-filled batch waits for more requests, the last one included "
+        "(default: 5)",
     )
     add(
         "--poll-interval",
@@ -659,7 +660,8 @@ class _Feed:
         job = self._job
         while self._at >= len(self._chunk):
             if self._end or job.stop.is_set():
-                job.progress.input_finished = not job.stop.is_set()
+                if not job.stop.is_set():
+                    job.progress.input_finished = True
                 raise StopAsyncIteration
             chunk = await anyio.to_thread.run_sync(self._reader.read_chunk, _READ_CHUNK_LINES)
             job.take_chunk(chunk)
