@@ -72,8 +72,6 @@ def run_command(
         base_url,
         "--batch-size",
         str(batch_size),
-        "--window",
-        "0.5",
         "--poll-interval",
         "0.2",
         "--progress",
