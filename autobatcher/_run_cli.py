@@ -26,7 +26,7 @@ import signal
 import sys
 import time
 from array import array
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, TextIO
 
@@ -858,13 +858,22 @@ async def _run_locked(
     )
     job.output, job.errors_file = output, errors_file
     interrupted = False
+    ended = False  # the job reached its end (it did not stop on an error or a signal)
+    #: an error of any task, raised as itself once the task groups are left (not in a group)
+    failure: list[Exception] = []
     try:
         job.client = client = BatchOpenAI(**client_options)
         running = _state(options, fingerprint, "running", progress)
         await anyio.to_thread.run_sync(write_state, options.state_path, running)
         async with anyio.create_task_group() as watchers:
-            watchers.start_soon(_report, job, err)
             with anyio.CancelScope() as work:
+
+                async def guarded(task: Callable[[], Awaitable[object]]) -> None:
+                    try:
+                        await task()
+                    except Exception as exc:
+                        failure.append(exc)
+                        work.cancel()
 
                 async def stop_when_asked() -> None:
                     nonlocal interrupted
@@ -872,9 +881,7 @@ async def _run_locked(
                     interrupted = True
                     work.cancel()
 
-                async with client, anyio.create_task_group() as tg:
-                    tg.start_soon(stop_when_asked)
-                    tg.start_soon(_watch_events, client, progress)
+                async def take_results() -> None:
                     async with client.map(_Feed(reader, job)) as results:
                         async for result in results:
                             job.take_result(result)
@@ -882,16 +889,28 @@ async def _run_locked(
                                 on_result(progress)
                             if job.flush_due():
                                 await job.flush()
-                    tg.cancel_scope.cancel()
+
+                async def use_client() -> None:
+                    async with client, anyio.create_task_group() as tg:
+                        tg.start_soon(stop_when_asked)
+                        tg.start_soon(_watch_events, client, progress)
+                        await guarded(take_results)
+                        tg.cancel_scope.cancel()
+
+                watchers.start_soon(guarded, lambda: _report(job, err))
+                await guarded(use_client)
             with anyio.CancelScope(shield=True):
                 await job.flush(sync=True)
             watchers.cancel_scope.cancel()
+        if failure:
+            raise failure[0]
+        ended = not interrupted
     finally:
         reader.close()
         output.close()
         errors_file.close()
         if job.client is not None:
-            final = "interrupted" if interrupted or stop.is_set() else "finished"
+            final = "finished" if ended else "interrupted"
             write_state(options.state_path, _state(options, fingerprint, final, progress))
     return _summarise(options, fingerprint, job, recovery, interrupted, out, err)
 
@@ -957,26 +976,29 @@ async def _report(job: _Job, err: TextIO) -> None:
 
 
 def _count_waiting(job: _Job) -> None:
-    """Split the requests not yet in a batch into queued and uploading.
+    """How many requests wait in lanes (queued) and in flushed jobs not yet a batch upstream
+    (uploading).
 
-    ``client.map()`` says how many items are outstanding but not how many are being uploaded,
-    so this reads the engine's flushed jobs (those not yet a batch upstream). A read of the
-    engine's private state, kept to this one function: if it is not there, "uploading" is
-    shown as unknown and "queued" counts both.
+    ``client.map()`` says how many items are outstanding, not where they are, so this reads
+    the engine's state: its lanes' count of requests not uploaded, its intake stream's
+    backlog and its flushed jobs. A read of private state, kept to this one function: if the
+    engine is not shaped as expected, both are shown as unknown.
     """
     progress = job.progress
     engine = getattr(job.client, "_engine", None)
     jobs = getattr(engine, "_jobs", None)
-    if not isinstance(jobs, dict):
+    pending = getattr(getattr(engine, "_lanes", None), "pending", None)
+    intake = getattr(engine, "_intake_rx", None)
+    if not isinstance(jobs, dict) or not isinstance(pending, int) or intake is None:
         progress.queued = progress.uploading = None
         return
     from ._job import Phase
 
-    uploading = sum(j.size for j in jobs.values() if j.record.phase < Phase.SUBMITTED)
-    in_batches = sum(progress.in_batches().values())
-    unanswered = progress.submitted - progress.done - progress.not_run
-    progress.uploading = uploading
-    progress.queued = max(0, unanswered - in_batches - uploading)
+    flushed = [j for j in jobs.values() if j.record.phase < Phase.SUBMITTED]
+    progress.uploading = sum(j.size for j in flushed)
+    not_uploaded = sum(j.size for j in flushed if j.record.phase < Phase.UPLOADED)
+    backlog = intake.statistics().current_buffer_used
+    progress.queued = max(0, pending - not_uploaded) + backlog
 
 
 async def _flush_if_due(job: _Job) -> None:
