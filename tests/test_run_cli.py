@@ -726,3 +726,25 @@ def test_the_command_line_says_what_is_missing_in_one_line(
     bad_prices.write_text("[1, 2]")
     assert main(["run", str(source), "-o", output, "--dry-run", "--prices", str(bad_prices)]) == 2
     assert "expected a JSON object" in capsys.readouterr().err
+
+
+@pytest.mark.anyio
+async def test_an_error_mid_run_comes_out_as_itself_and_the_job_stays_resumable(
+    tmp_path: Path,
+) -> None:
+    source = write_input(tmp_path / "in.jsonl", good_lines(20))
+    opts = options(tmp_path, source, batch_size=10, max_batches_in_flight=1)
+
+    def fail_after_five(progress: Progress) -> None:
+        if progress.done == 5:
+            raise OSError("the disk is full")
+
+    async with in_process() as server:
+        with pytest.raises(OSError, match="the disk is full"):
+            await run_in_process(server, opts, on_result=fail_after_five)
+        assert job_status(tmp_path / "out.jsonl")["status"] == "interrupted"
+        again, _, _ = await run_in_process(server, opts)
+        stats = server.emulator.stats()
+    assert again.exit_status == EXIT_OK
+    assert len(read_output(tmp_path / "out.jsonl")) == 20
+    assert stats.duplicate_executions == 0
