@@ -5,6 +5,7 @@
 response object or typed error. Works identically on asyncio and trio.
 """
 
+from ._bulk import BulkMap, BulkRequest, BulkResult, BulkResults, InvalidBulkRequestError
 from ._config import BatcherConfig
 from ._errors import (
     APIConnectionError,
@@ -61,11 +62,16 @@ __all__ = [
     "BatchOpenAI",
     "BatchRequestError",
     "BatcherConfig",
+    "BulkMap",
+    "BulkRequest",
+    "BulkResult",
+    "BulkResults",
     "ClientClosedError",
     "ConflictError",
     "EventLoopError",
     "InternalError",
     "InternalServerError",
+    "InvalidBulkRequestError",
     "JournalBusyError",
     "JournalError",
     "MissingAPIKeyError",

@@ -29,7 +29,7 @@ import anyio
 import anyio.abc
 
 from ._config import BatcherConfig
-from ._driver import RUN_MODE, Turns
+from ._driver import RUN_MODE, Turns, Waiter
 from ._errors import (
     APIError,
     ClientClosedError,
@@ -86,6 +86,7 @@ class Engine:
         self._drain_waiters: list[_Drained] = []
         self._stopping = False
         self._receiving = False
+        self._flush_requested = False
         self._wake: anyio.Event | None = None
         self._tg: anyio.abc.TaskGroup | None = None
         self._loop: object | None = None
@@ -274,9 +275,19 @@ class Engine:
         slot.line = None
         self._check_idle()
 
+    def request_flush(self) -> None:
+        """Flush every lane at once (after taking what the intake holds), not at its window:
+        a map whose input has ended has nothing more to add."""
+        self._flush_requested = True
+        self.poke()
+
+    def has_abandoned(self) -> bool:
+        """Whether a batch every caller left is still to be cancelled upstream."""
+        return any(job.abandoned for job in self._jobs.values())
+
     # -- waiting ---------------------------------------------------------------------------------
 
-    async def wait(self, waiter: Slot | _Drained | _Room) -> None:
+    async def wait(self, waiter: Waiter) -> None:
         """Wait until ``waiter`` is done; in standalone mode, drive the engine in turn."""
         if self.standalone:
             await self._turns.wait(waiter)
@@ -417,7 +428,8 @@ class Engine:
                 while not until():
                     self._take_intake()
                     next_deadline = self._lanes.due(anyio.current_time())
-                    if self.closed_reason is not None:
+                    if self.closed_reason is not None or self._flush_requested:
+                        self._flush_requested = False
                         self._lanes.flush_all(anyio.current_time())
                     self._queue_flushed()
                     self._start_runnable(tg)
@@ -434,20 +446,33 @@ class Engine:
             self._receiving = False
             self._stopping = False
 
-    def _take_intake(self) -> None:
-        """Move a burst from the intake stream into lanes, while the bound allows."""
+    def _take_intake(self, *, from_outside: bool = False) -> None:
+        """Move a burst from the intake stream into lanes, while the bound allows.
+
+        ``from_outside``: called by a task that is not the engine's loop (``drain``). A
+        wake-up it takes was meant for the loop, which may be about to park in ``receive()``
+        (poke() found it there and will not send another): it is put back.
+        """
         lanes = self._lanes
         receive_nowait = self._intake_rx.receive_nowait
         now = anyio.current_time()
         taken = 0
+        wakeups = 0
         while lanes.has_room():
             try:
                 slot = receive_nowait()
             except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
                 break
             taken += 1
-            if slot is not None and slot.outcome is None:
+            if slot is None:
+                wakeups += 1
+            elif slot.outcome is None:
                 lanes.add(slot, now)
+        if wakeups and from_outside:
+            try:
+                self._intake_tx.send_nowait(None)
+            except (anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                pass
         if taken and self._drain_waiters:
             self._check_idle()
         if self._room_waiters:
@@ -513,7 +538,7 @@ class Engine:
 
     async def drain(self) -> None:
         """Flush every lane now and wait (or drive) until every request has its answer."""
-        self._take_intake()
+        self._take_intake(from_outside=True)
         self._lanes.flush_all(anyio.current_time())
         self._queue_flushed()
         self.poke()

@@ -7,7 +7,7 @@ import enum
 import inspect
 import os
 import sys
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeAlias, TypeVar
@@ -17,6 +17,7 @@ import anyio.abc
 import httpx
 from anyio.streams.memory import MemoryObjectReceiveStream
 
+from ._bulk import BulkMap, BulkRequest
 from ._config import BatcherConfig
 from ._engine import Engine
 from ._errors import (
@@ -495,6 +496,40 @@ class BatchOpenAI:
         if self._state is _State.UNOPENED:
             self._state = _State.STANDALONE
         await self._engine.collect()
+
+    # -- many requests -----------------------------------------------------------------------
+
+    def map(
+        self,
+        requests: Iterable[BulkRequest | Mapping[str, Any]]
+        | AsyncIterable[BulkRequest | Mapping[str, Any]],
+        *,
+        ordered: bool = False,
+        max_in_flight: int | None = None,
+    ) -> BulkMap:
+        """Send many requests, reading them lazily, and get their results as they complete.
+
+        ``async with client.map(requests) as results: async for result in results: ...``
+
+        ``requests`` is an iterable or async iterable of :class:`BulkRequest` or Batch API
+        input lines (``{"custom_id", "method", "url", "body"}``), read as room frees up: at
+        most ``max_in_flight`` (default: ``max_queued_requests``) are read and not yet handed
+        to you. Each :class:`BulkResult` carries the item's key and index, and its response or
+        typed error; a bad item gets its own error and stops nothing. ``ordered=True`` gives
+        the results in input order (those that finish early wait in a buffer, which counts
+        against ``max_in_flight``). Leaving the block before the end withdraws every request
+        not answered yet (see the README, *Millions of requests*). An exception raised by the
+        input comes out of the ``async with``.
+        """
+        return BulkMap(self, requests, ordered=ordered, max_in_flight=max_in_flight)
+
+    def _begin_bulk(self) -> Engine:
+        engine = self._engine
+        if engine.closed_reason is not None:
+            raise ClientClosedError(f"{engine.closed_reason}: it cannot take new requests")
+        if self._state is _State.UNOPENED:
+            self._state = _State.STANDALONE
+        return engine
 
     # -- one request -------------------------------------------------------------------------
 

@@ -476,6 +476,13 @@ class Journal:
         self._occurrences[key] = occurrence
         return f"ab-{key}-{occurrence}"
 
+    def item_custom_id(self, url: str, body_text: str, key: str) -> str:
+        """The custom_id of a ``client.map()`` item: its content and the user's own key, so
+        a later run over the same input finds each item's answer, and only its own."""
+        digest = hashlib.sha256(f"{self.meta.base_url}\n{url}\n{len(key)}:{key}\n".encode())
+        digest.update(body_text.encode())
+        return f"ab-{digest.hexdigest()[:24]}-k"
+
     async def load(self) -> JournalState:
         """Load the store (once; concurrent callers wait for the first)."""
         if self.state is not None:

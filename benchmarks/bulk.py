@@ -1,0 +1,172 @@
+"""Bulk jobs: a million chat requests through one client process, at flat memory.
+
+    .venv/bin/python benchmarks/bulk.py                        # --mode map, N = 1,000,000
+    .venv/bin/python benchmarks/bulk.py --n 200000 --backend trio
+    .venv/bin/python benchmarks/bulk.py --no-floor             # skip the floor's 50k run
+
+``--mode map``: N requests through ``client.map()`` (``_bulk_worker.py``: a generator of Batch
+API input lines, read lazily; every result's key and echo checked, nothing kept), batches of
+``--batch-size`` (50,000), against an emulator in another process on loopback. Reported: wall
+time, throughput, client CPU per request, peak RSS (ru_maxrss) of the client process, the
+most requests outstanding and batches in flight at once. Beside it, in the same run, the
+hand-written floor of ``overhead.py`` (``_worker.py --client floor``) at 50,000 requests:
+its CPU per request is the bar ("no more than the floor's at 50k").
+
+``--mode run`` is the ``autobatcher run`` CLI over a JSONL file (filled in by the CLI's own
+work; see ``MODES``). Each mode is one function taking the parsed arguments and returning
+result rows; add one to ``MODES`` to extend this file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from _harness import OUR_PYTHON, machine_line, run_against_fresh_emulator, table
+
+HEADERS = (
+    "what",
+    "N",
+    "batch size",
+    "wall s",
+    "req/s",
+    "client CPU s",
+    "CPU µs/req",
+    "peak RSS MB",
+    "peak outstanding",
+    "peak batches in flight",
+    "emulator CPU s",
+    "all ok",
+)
+
+
+def row(name: str, r: dict[str, Any]) -> list[str]:
+    n = int(r["n"])
+    ok = int(r["ok"])
+    return [
+        name,
+        f"{n:,}",
+        f"{int(r['batch_size']):,}",
+        f"{r['wall']:.1f}",
+        f"{n / r['wall']:,.0f}",
+        f"{r['cpu']:.1f}",
+        f"{r['cpu'] / n * 1e6:.1f}",
+        f"{r['peak_rss_kb'] / 1024:.0f}",
+        f"{int(r['peak_outstanding']):,}" if "peak_outstanding" in r else "",
+        str(r.get("peak_batches_in_flight", "")),
+        f"{r['emulator_cpu']:.1f}",
+        "yes" if ok == n else f"NO ({ok:,}/{n:,})",
+    ]
+
+
+def floor_at_50k(args: argparse.Namespace) -> dict[str, Any]:
+    """The hand-written floor of overhead.py at 50,000 concurrent requests, one batch."""
+    return run_against_fresh_emulator(
+        OUR_PYTHON,
+        "_worker.py",
+        [
+            "--client",
+            "floor",
+            "--backend",
+            args.backend,
+            "--n",
+            "50000",
+            "--batch-size",
+            "50000",
+            "--window",
+            "0.05",
+            "--poll",
+            "0.05",
+        ],
+    )
+
+
+def mode_map(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
+    worker_args = [
+        "--mode",
+        "map",
+        "--backend",
+        args.backend,
+        "--n",
+        str(args.n),
+        "--batch-size",
+        str(args.batch_size),
+        "--window",
+        str(args.window),
+        "--poll",
+        str(args.poll),
+    ]
+    if args.max_in_flight is not None:
+        worker_args += ["--max-in-flight", str(args.max_in_flight)]
+    if args.ordered:
+        worker_args.append("--ordered")
+    if args.plain:
+        worker_args.append("--plain")
+    print(f"  running client.map() N={args.n:,} ...", file=sys.stderr, flush=True)
+    result = run_against_fresh_emulator(OUR_PYTHON, "_bulk_worker.py", worker_args)
+    name = (
+        f"map/{args.backend}"
+        + (" ordered" if args.ordered else "")
+        + (" plain" if args.plain else "")
+    )
+    return [(name, result)]
+
+
+def mode_run(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
+    raise SystemExit("--mode run (the autobatcher run CLI) is not in this build yet")
+
+
+#: each mode: parsed arguments -> (row name, worker result) pairs
+MODES: dict[str, Callable[[argparse.Namespace], list[tuple[str, dict[str, Any]]]]] = {
+    "map": mode_map,
+    "run": mode_run,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--mode", choices=sorted(MODES), nargs="+", default=["map"])
+    parser.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
+    parser.add_argument("--n", type=int, default=1_000_000)
+    parser.add_argument("--batch-size", type=int, default=50_000)
+    parser.add_argument(
+        "--window",
+        type=float,
+        default=30.0,
+        help="batch_window_seconds: long, so batches flush at --batch-size (the end of the "
+        "input flushes the rest at once)",
+    )
+    parser.add_argument("--poll", type=float, default=0.2)
+    parser.add_argument("--max-in-flight", type=int, default=None, help="default: the client's")
+    parser.add_argument("--ordered", action="store_true")
+    parser.add_argument("--plain", action="store_true", help="a plain client (no async with)")
+    parser.add_argument("--no-floor", action="store_true", help="skip the floor at 50k")
+    args = parser.parse_args(argv)
+    print(f"machine: {machine_line()}", flush=True)
+    rows: list[tuple[str, dict[str, Any]]] = []
+    for mode in args.mode:
+        rows += MODES[mode](args)
+    floor = None
+    if not args.no_floor:
+        print("  running the floor at 50,000 ...", file=sys.stderr, flush=True)
+        floor = floor_at_50k(args)
+        floor["batch_size"] = 50_000
+        rows.append((f"floor/{args.backend} (overhead.py)", floor))
+    print(table(HEADERS, [row(name, r) for name, r in rows]))
+    if floor is not None:
+        floor_per = floor["cpu"] / floor["n"]
+        for name, r in rows[:-1]:
+            ratio = (r["cpu"] / r["n"]) / floor_per
+            print(f"CPU per request {name} ÷ floor at 50k: {ratio:.2f}  (target ≤ 1.0)")
+    for name, r in rows:
+        if "peak_rss_kb" in r and not name.startswith("floor"):
+            verdict = "ok" if r["peak_rss_kb"] / 1024 <= 512 else "OVER"
+            print(f"peak RSS {name}: {r['peak_rss_kb'] / 1024:.0f} MB (target ≤ 512: {verdict})")
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    main()

@@ -1,0 +1,460 @@
+"""``client.map()``: many requests read lazily, results as they complete, at a bounded count.
+
+Every test runs on asyncio (plain and eager tasks) and trio; the ones where waits matter on
+virtual time, so "the first batch finishes before the others" holds whatever the machine's
+load. The emulator counts every upload, batch and execution, which is how "withdrawn, never
+uploaded" and "paid once" are checked.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+
+from autobatcher import (
+    BadRequestError,
+    BatchOpenAI,
+    BatchRequestError,
+    BulkRequest,
+    BulkResult,
+    InternalServerError,
+    InvalidBulkRequestError,
+    open_batcher,
+)
+from autobatcher.testing import IN_PROCESS_BASE_URL, Emulator
+from autobatcher.types import ChatCompletion, CreateEmbeddingResponse
+
+from ._support import (
+    API_KEY,
+    Recorder,
+    chat,
+    in_process,
+    leftover_tasks,
+    task_ids,
+    virtual_time,
+)
+
+pytestmark = pytest.mark.anyio
+
+CHAT = "/v1/chat/completions"
+
+
+def line(i: int, text: str | None = None) -> dict[str, Any]:
+    """A Batch API input line whose answer echoes its own text."""
+    return {"custom_id": f"k{i}", "method": "POST", "url": CHAT, "body": chat(text or f"m{i}")}
+
+
+class Counted:
+    """A generator of input lines that counts how far it was read."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.produced = 0
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for i in range(self.n):
+            self.produced = i + 1
+            yield line(i)
+
+
+def content(result: BulkResult) -> str:
+    reply = result.response
+    assert isinstance(reply, ChatCompletion)
+    return reply.choices[0].message.content or ""
+
+
+@asynccontextmanager
+async def _closing(client: BatchOpenAI) -> AsyncIterator[BatchOpenAI]:
+    """A plain client (no engine task), closed at the end."""
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+def owned(client: BatchOpenAI, mode: str) -> AbstractAsyncContextManager[BatchOpenAI]:
+    return client if mode == "open_batcher" else _closing(client)
+
+
+# -- reading lazily, results as they complete ------------------------------------------------------
+
+
+@virtual_time()
+@pytest.mark.parametrize("mode", ["open_batcher", "plain"])
+async def test_a_generator_larger_than_the_bound_is_read_only_as_results_are_taken(
+    mode: str,
+) -> None:
+    source = Counted(1000)
+    bound = 150
+    ahead = []
+    async with in_process(lines_per_second=200.0) as server:
+        options = server.options(batch_size=50, max_queued_requests=bound)
+        client = BatchOpenAI(**options)
+        async with owned(client, mode):
+            async with client.map(source) as results:  # default bound: max_queued_requests
+                seen: list[BulkResult] = []
+                async for result in results:
+                    seen.append(result)
+                    # never more than `bound` read and not yet handed over
+                    assert source.produced - len(seen) < bound
+                    assert results.outstanding < bound
+                    ahead.append(source.produced - len(seen))
+    assert source.produced == 1000
+    assert max(ahead) >= bound // 2  # it did read ahead, up to the bound
+    assert sorted(r.index for r in seen) == list(range(1000))
+    assert all(r.ok and content(r) == f"m{r.index}" and r.key == f"k{r.index}" for r in seen)
+    assert server.emulator.stats().total_executions == 1000
+
+
+@virtual_time()
+@pytest.mark.parametrize("mode", ["open_batcher", "plain"])
+async def test_ordered_results_come_in_input_order_from_an_async_generator(mode: str) -> None:
+    read = 0
+
+    async def source() -> AsyncIterator[BulkRequest]:
+        nonlocal read
+        for i in range(400):
+            read = i + 1
+            if i % 50 == 0:
+                await anyio.sleep(0.3)  # the input itself takes time
+            yield BulkRequest(key=f"k{i}", url=CHAT, body=chat(f"m{i}"))
+
+    async with in_process(lines_per_second=100.0, shuffle_output=True) as server:
+        client = server.client(batch_size=40)
+        async with owned(client, mode):
+            async with client.map(source(), ordered=True, max_in_flight=120) as results:
+                seen = []
+                async for result in results:
+                    seen.append(result)
+                    assert read - len(seen) < 120  # the reorder buffer counts in the bound
+    assert [r.index for r in seen] == list(range(400))
+    assert [content(r) for r in seen] == [f"m{i}" for i in range(400)]
+
+
+@virtual_time()
+@pytest.mark.parametrize("mode", ["open_batcher", "plain"])
+async def test_the_end_of_the_input_flushes_its_lanes_without_waiting_for_the_window(
+    mode: str,
+) -> None:
+    async with in_process() as server:
+        client = server.client(batch_size=100, batch_window_seconds=3600.0)
+        async with owned(client, mode):
+            started = anyio.current_time()
+            async with client.map(Counted(130)) as results:
+                got = [r async for r in results]
+            took = anyio.current_time() - started
+    assert len(got) == 130 and all(r.ok for r in got)
+    assert took < 60  # not the hour of the window
+    assert server.emulator.stats().uploads == 2  # a full batch of 100, then the 30 left
+
+
+@virtual_time()
+async def test_unordered_results_come_as_batches_finish() -> None:
+    # two lanes (two models): the small model's batch finishes first, though it was read last
+    items = [BulkRequest(key=f"big{i}", url=CHAT, body=chat(f"b{i}", "big")) for i in range(30)]
+    items += [BulkRequest(key=f"small{i}", url=CHAT, body=chat(f"s{i}", "small")) for i in range(3)]
+    async with in_process(lines_per_second=10.0) as server:
+        async with open_batcher(**server.options(batch_size=100)) as client:
+            async with client.map(items) as results:
+                keys = [result.key async for result in results]
+    assert sorted(keys) == sorted(item.key for item in items)
+    assert keys[:3] == ["small0", "small1", "small2"] or set(keys[:3]) == {
+        "small0",
+        "small1",
+        "small2",
+    }
+
+
+async def test_other_endpoints_and_the_journal_format_of_results() -> None:
+    items = [
+        {"custom_id": "e", "url": "/v1/embeddings", "body": {"model": "emb", "input": ["a", "b"]}},
+        {"custom_id": "c", "url": CHAT, "body": chat("hello")},
+    ]
+    async with in_process() as server:
+        async with open_batcher(**server.options()) as client:
+            async with client.map(items, ordered=True) as results:
+                embedding, completion = [result async for result in results]
+    assert isinstance(embedding.response, CreateEmbeddingResponse)
+    assert len(embedding.response.data) == 2
+    assert embedding.response is embedding.response  # parsed once
+    assert completion.status_code == 200 and completion.body is not None
+    assert completion.body["choices"][0]["message"]["content"] == "hello"
+    out = completion.output_line()
+    assert out["custom_id"] == "c" and out["error"] is None
+    assert out["response"]["status_code"] == 200 and out["response"]["body"] == completion.body
+    assert out["id"] == completion.line_id and completion.line_id
+    assert completion.custom_id and completion.custom_id != "c"  # the wire id is ours
+    json.dumps(out)
+
+
+# -- bad items, failed lines -----------------------------------------------------------------------
+
+
+class Unencodable:
+    pass
+
+
+async def test_bad_items_and_failed_lines_get_their_own_typed_errors() -> None:
+    items: list[Any] = [
+        line(0),
+        "not a mapping",
+        {"url": CHAT, "body": chat("no key")},
+        {"custom_id": 7, "url": CHAT, "body": chat("int key")},
+        line(0, "same key again"),
+        {"custom_id": "u", "url": "/v1/images/generations", "body": chat("x")},
+        {"custom_id": "g", "method": "GET", "url": CHAT, "body": chat("x")},
+        {"custom_id": "b", "url": CHAT, "body": ["not", "an", "object"]},
+        {"custom_id": "m", "url": CHAT, "body": {"messages": []}},
+        {"custom_id": "s", "url": CHAT, "body": chat("x") | {"stream": True}},
+        {"custom_id": "big", "url": CHAT, "body": chat("x" * 5000)},
+        {"custom_id": "obj", "url": CHAT, "body": chat("x") | {"user": Unencodable()}},
+        line(1, "[[status:400]] refused"),
+        line(2, "[[status:500]] broken"),
+        line(3, "[[error:content_filter]] filtered"),
+        BulkRequest(key="last", url="/v1/moderations", body={"input": "fine"}),
+    ]
+    async with in_process() as server:
+        options = server.options(max_batch_bytes=4000, max_resubmits=0)
+        async with open_batcher(**options) as client:
+            async with client.map(items, ordered=True) as results:
+                got = [result async for result in results]
+    assert [r.index for r in got] == list(range(len(items)))
+    codes = [r.error.code if isinstance(r.error, InvalidBulkRequestError) else None for r in got]
+    assert codes == [
+        None,
+        "invalid_item",
+        "invalid_key",
+        "invalid_key",
+        "duplicate_key",
+        "unsupported_url",
+        "unsupported_method",
+        "invalid_body",
+        "missing_model",
+        "unsupported_parameter",
+        "request_too_large",
+        "invalid_body",
+        None,
+        None,
+        None,
+        None,
+    ]
+    assert got[0].ok and content(got[0]) == "m0"
+    assert got[4].key == "k0" and got[4].error is not None and "k0" in str(got[4].error)
+    assert got[2].key == "" and got[3].key == ""
+    for bad in got[1:12]:
+        assert isinstance(bad.error, ValueError)  # InvalidBulkRequestError is a ValueError
+        assert bad.status_code is None and bad.batch_id is None
+        with pytest.raises(InvalidBulkRequestError):
+            bad.response  # noqa: B018
+        assert bad.output_line()["error"]["code"] == bad.error.code
+    refused, broken, filtered, moderated = got[12:]
+    assert isinstance(refused.error, BadRequestError) and refused.status_code == 400
+    assert refused.error.custom_id == "k1" and refused.batch_id is not None
+    assert refused.output_line()["response"]["status_code"] == 400
+    assert isinstance(broken.error, InternalServerError) and broken.status_code == 500
+    assert isinstance(filtered.error, BatchRequestError)
+    assert filtered.error.code == "content_filter" and filtered.status_code is None
+    assert filtered.output_line()["error"]["code"] == "content_filter"
+    assert moderated.ok and moderated.body is not None
+    # the bad items were never sent; the good and failing ones once each
+    assert server.emulator.stats().total_executions == 5
+
+
+async def test_map_arguments_are_checked_at_the_call() -> None:
+    async with in_process() as server:
+        client = server.client()
+        with pytest.raises(TypeError, match="iterable"):
+            client.map(42)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="iterable"):
+            client.map({"custom_id": "a"})  # type: ignore[dict-item]
+        with pytest.raises(ValueError, match="max_in_flight"):
+            client.map([], max_in_flight=0)
+        with pytest.raises(TypeError, match="async with"):
+            async for _ in client.map([line(0)]):
+                pass
+        bulk = client.map([])
+        async with bulk as results:
+            assert [r async for r in results] == []
+        with pytest.raises(RuntimeError, match="once"):
+            async with bulk:
+                pass
+        await client.close()
+        with pytest.raises(Exception, match="closed"):
+            async with client.map([line(0)]):
+                pass
+
+
+async def test_an_exception_from_the_input_comes_out_of_the_block_unwrapped() -> None:
+    def source() -> Iterator[dict[str, Any]]:
+        yield line(0)
+        yield line(1)
+        raise KeyError("the input broke")
+
+    async with in_process(lines_per_second=1.0) as server:
+        async with open_batcher(**server.options()) as client:
+            with pytest.raises(KeyError, match="the input broke"):
+                async with client.map(source()) as results:
+                    async for _ in results:
+                        pass
+            # and when the block never iterates, it comes out of the exit
+            with pytest.raises(KeyError, match="the input broke"):
+                async with client.map(source()):
+                    await anyio.wait_all_tasks_blocked()  # the input has failed by now
+    assert server.emulator.stats().total_executions == 0
+
+
+# -- leaving early ---------------------------------------------------------------------------------
+
+
+async def staggered(first: int, rest: int, pause: float) -> AsyncIterator[dict[str, Any]]:
+    """``first`` items, a pause (virtual time), then ``rest`` items."""
+    for i in range(first + rest):
+        if i == first:
+            await anyio.sleep(pause)
+        yield line(i)
+
+
+def uploaded_texts(emulator: Emulator) -> set[str]:
+    texts = set()
+    for batch in emulator.batches.values():
+        for request in batch.requests:
+            body = request[2]
+            texts.add(body["messages"][0]["content"])
+    return texts
+
+
+async def break_after_first(client: BatchOpenAI, source: AsyncIterator[Any]) -> int:
+    async with client.map(source, max_in_flight=350) as results:
+        async for _ in results:
+            return results.read
+    raise AssertionError("no result")
+
+
+@virtual_time()
+@pytest.mark.parametrize("mode", ["open_batcher", "plain"])
+async def test_breaking_out_withdraws_what_was_not_uploaded_and_cancels_the_rest(
+    mode: str,
+) -> None:
+    # batch 1 (items 0-99) runs from t=0, batches 2 and 3 from t=5; 50 more wait in a lane
+    # whose window is an hour. The first answer comes at t=10: the consumer breaks there.
+    async with in_process(lines_per_second=10.0) as server:
+        client = server.client(batch_size=100, batch_window_seconds=3600.0)
+        async with owned(client, mode):
+            read = await break_after_first(client, staggered(100, 900, 5.0))
+            if mode == "plain":
+                # the map drove until the abandoned batches were cancelled upstream
+                stats = server.emulator.stats()
+                assert stats.batches_by_status.get("cancelled", 0) == 2
+    assert read == 350
+    emulator = server.emulator
+    stats = emulator.stats()
+    assert stats.uploads == 3  # the lane of 50 was never uploaded
+    assert stats.batches_by_status == {"completed": 1, "cancelled": 2}
+    texts = uploaded_texts(emulator)
+    assert texts == {f"m{i}" for i in range(300)}
+    assert stats.total_executions < 300  # batches 2 and 3 stopped half-way
+    assert stats.duplicate_executions == 0
+
+
+@virtual_time()
+@pytest.mark.parametrize("mode", ["open_batcher", "plain"])
+async def test_cancelling_the_consuming_task_cleans_up_the_same_way(mode: str) -> None:
+    before = task_ids()
+    async with in_process(lines_per_second=10.0) as server:
+        client = server.client(batch_size=100, batch_window_seconds=3600.0)
+        async with owned(client, mode):
+            with anyio.CancelScope() as scope:
+                async with client.map(staggered(100, 900, 5.0), max_in_flight=350) as results:
+                    async for _ in results:
+                        scope.cancel()
+                        await anyio.sleep(1)  # cancelled here, inside the block
+            assert scope.cancelled_caught
+        assert await leftover_tasks(before) == []
+    stats = server.emulator.stats()
+    assert stats.uploads == 3
+    assert stats.batches_by_status == {"completed": 1, "cancelled": 2}
+    assert stats.duplicate_executions == 0
+
+
+# With a journal, the client waits on a worker thread for each commit; virtual clocks do not
+# see those waits (the clock would jump to the next lane window), so these run in real time,
+# on an emulator that runs batches at once: nothing below depends on how long anything takes.
+
+
+async def test_with_a_journal_what_was_uploaded_is_collected_into_it(tmp_path: Path) -> None:
+    async with in_process() as server:
+        options = server.options(
+            batch_size=100, batch_window_seconds=3600.0, journal=tmp_path / "j.journal"
+        )
+        async with open_batcher(**options) as client:
+            source = Counted(1000)
+            async with client.map(source, max_in_flight=350) as results:
+                async for _ in results:
+                    break
+            # (taking the one result made room for one more read before the block was left)
+            assert 350 <= source.produced <= 351
+        # leaving the client normally waited for the batches the map left, for the journal
+        stats = server.emulator.stats()
+        assert stats.uploads == 3  # the last 50 read were withdrawn from their lane
+        assert stats.batches_by_status == {"completed": 3}
+        assert stats.total_executions == 300
+        async with open_batcher(**options) as client:
+            async with client.map([line(i) for i in range(300)]) as results:
+                answers = {r.key: content(r) async for r in results}
+        assert answers == {f"k{i}": f"m{i}" for i in range(300)}
+        assert server.emulator.stats().uploads == 3  # all 300 from the journal
+
+
+async def test_a_rerun_after_a_crash_attaches_to_running_batches_and_pays_once(
+    tmp_path: Path,
+) -> None:
+    # Run 1 dies (an exception leaves the block) once its three batches are created: they
+    # are kept upstream (a journal), 50 more items read were never uploaded. Run 2 maps the
+    # whole input again with a new client on the same journal.
+    emulator = Emulator(api_key=API_KEY)
+    path = tmp_path / "crash.journal"
+
+    def client(**options: Any) -> BatchOpenAI:
+        return BatchOpenAI(
+            api_key=API_KEY,
+            base_url=IN_PROCESS_BASE_URL,
+            http_client=httpx.AsyncClient(transport=emulator.transport()),
+            journal=path,
+            **(
+                {"batch_size": 100, "batch_window_seconds": 3600.0, "poll_interval_seconds": 60.0}
+                | options
+            ),
+        )
+
+    recorder = Recorder()
+    with pytest.raises(RuntimeError, match="crash"):
+        async with client(event_hook=recorder) as first:
+            async with first.map(Counted(1000), max_in_flight=350):
+                await recorder.wait_for("batch_submitted", 3)
+                raise RuntimeError("crash")
+    stats = emulator.stats()
+    assert stats.uploads == 3 and stats.batches_by_status == {"completed": 3}
+
+    # identical bodies under different keys are different requests
+    items = [line(i) for i in range(500)] + [
+        {"custom_id": "twin-a", "url": CHAT, "body": chat("twin")},
+        {"custom_id": "twin-b", "url": CHAT, "body": chat("twin")},
+    ]
+    async with client(poll_interval_seconds=0.02, batch_window_seconds=0.05) as second:
+        async with second.map(items) as results:
+            answers = {r.key: r async for r in results}
+    assert {key: content(r) for key, r in answers.items() if key.startswith("k")} == {
+        f"k{i}": f"m{i}" for i in range(500)
+    }
+    assert answers["twin-a"].custom_id != answers["twin-b"].custom_id
+    stats = emulator.stats()
+    assert stats.uploads == 3 + 3  # the three batches were attached to, not sent again
+    assert stats.duplicate_executions == 1  # only the twin: asked twice, on purpose
+    assert stats.total_executions == 502
