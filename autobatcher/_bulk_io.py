@@ -42,6 +42,7 @@ __all__ = [
     "read_state",
     "recover_output",
     "usage_of",
+    "usage_of_body",
     "write_state",
 ]
 
@@ -241,7 +242,13 @@ class OutputRecovery:
 def usage_of(line: Mapping[str, Any]) -> tuple[str, int, int] | None:
     """(model, prompt tokens, completion tokens) of an output line, if it reports usage."""
     response = line.get("response")
-    body = response.get("body") if isinstance(response, dict) else None
+    return usage_of_body(response.get("body") if isinstance(response, dict) else None)
+
+
+def usage_of_body(body: object) -> tuple[str, int, int] | None:
+    """(model, prompt tokens, completion tokens) of a response body, if it reports usage
+    (``prompt_tokens``/``completion_tokens``, or the Responses API's ``input_tokens``/
+    ``output_tokens``)."""
     if not isinstance(body, dict):
         return None
     usage = body.get("usage")

@@ -42,11 +42,10 @@ from ._bulk_io import (
     InputReader,
     OutputRecovery,
     OutputWriter,
-    ParsedRequest,
     fingerprint_input,
     read_state,
     recover_output,
-    usage_of,
+    usage_of_body,
     write_state,
 )
 from ._errors import (
@@ -649,9 +648,15 @@ class _Feed:
     def __init__(self, reader: InputReader, job: _Job) -> None:
         self._reader = reader
         self._job = job
-        self._chunk: list[ParsedRequest] = []
+        self._chunk: list[BulkRequest] = []
         self._at = 0
         self._end = False
+
+    def _read(self) -> tuple[InputChunk, list[BulkRequest]]:
+        """The next chunk, as the items to hand over (in the worker thread)."""
+        chunk = self._reader.read_chunk(_READ_CHUNK_LINES)
+        items = [BulkRequest(r.custom_id, r.url, r.body) for r in chunk.requests]
+        return chunk, items
 
     def __aiter__(self) -> _Feed:
         return self
@@ -663,14 +668,15 @@ class _Feed:
                 if not job.stop.is_set():
                     job.progress.input_finished = True
                 raise StopAsyncIteration
-            chunk = await anyio.to_thread.run_sync(self._reader.read_chunk, _READ_CHUNK_LINES)
+            chunk, items = await anyio.to_thread.run_sync(self._read)
             job.take_chunk(chunk)
-            self._chunk, self._at, self._end = chunk.requests, 0, chunk.end
-        parsed = self._chunk[self._at]
+            # map numbers its items in the order they are handed over, as these are
+            job.lines.extend(request.line for request in chunk.requests)
+            self._chunk, self._at, self._end = items, 0, chunk.end
+        item = self._chunk[self._at]
         self._at += 1
-        job.lines.append(parsed.line)
         job.progress.submitted += 1
-        return BulkRequest(key=parsed.custom_id, url=parsed.url, body=parsed.body)
+        return item
 
 
 class _Job:
@@ -717,7 +723,7 @@ class _Job:
         progress.done += 1
         if not result.ok:
             progress.failed += 1
-        used = usage_of(line)
+        used = usage_of_body(result.body)
         if used is not None:
             model, prompt, completion = used
             progress.prompt_tokens += prompt
@@ -887,7 +893,7 @@ async def _run_locked(
                             job.take_result(result)
                             if on_result is not None:
                                 on_result(progress)
-                            if job.flush_due():
+                            if output.pending_bytes >= _FLUSH_BYTES:
                                 await job.flush()
 
                 async def use_client() -> None:
@@ -994,6 +1000,12 @@ def _count_waiting(job: _Job) -> None:
         return
     from ._job import Phase
 
+    for running in jobs.values():
+        # a batch an earlier run left upstream sends no event until its status changes
+        batch_id = running.record.batch_id
+        if running.record.phase == Phase.SUBMITTED and batch_id is not None:
+            status = getattr(running.batch, "status", None)
+            progress.adopt_batch(batch_id, status or "in_progress", running.size)
     flushed = [j for j in jobs.values() if j.record.phase < Phase.SUBMITTED]
     progress.uploading = sum(j.size for j in flushed)
     not_uploaded = sum(j.size for j in flushed if j.record.phase < Phase.UPLOADED)

@@ -81,6 +81,12 @@ class Progress:
         else:
             batch.status = status
 
+    def adopt_batch(self, batch_id: str, status: str, requests: int) -> None:
+        """A running batch no event announced (one an earlier run left upstream)."""
+        if batch_id not in self.batches and status not in _DONE_UPSTREAM:
+            self.batch_ids.add(batch_id)
+            self.batches[batch_id] = _Batch(status, requests)
+
     def in_batches(self) -> dict[str, int]:
         """Requests in batches that run upstream, by the batch's status."""
         counts: dict[str, int] = {}

@@ -1,17 +1,18 @@
 """``autobatcher run`` measured as a user runs it (``bulk.py --mode run`` and ``--mode resume``).
 
-The command runs in a child process (``python -m autobatcher run``) against the emulator in
-another process on loopback; its CPU (user + sys) and peak RSS come from ``wait4``'s resource
-usage of that child, so they cover everything the command does: start-up, reading and
-checking the input, the batches, writing the output.
+The command runs in a child process (``python -m autobatcher run``, so its process-level
+settings apply) against the emulator in another process on loopback; its CPU (user + sys)
+and peak RSS come from ``wait4``'s resource usage of that child, so they cover everything the
+command does: start-up, fingerprinting, reading and checking the input, the batches, the
+journal, writing the output.
 
-``run``: N chat requests (1,000,000 by default) in batches of 50,000: wall time, throughput,
-client CPU per request and peak RSS, next to the hand-written floor's CPU per request at
-50,000 concurrent requests (``_worker.py --client floor``), measured in the same run.
+``run``: N chat requests in batches of ``--batch-size``: a row of ``bulk.py``'s table (wall
+time, throughput, client CPU per request, peak RSS), the output checked line by line (every
+request once, each with its own echo).
 
-``resume``: N requests (100,000 by default); the command is killed with SIGKILL once part of
-the output is written, then run again: the output must hold every request exactly once, and
-the emulator must have executed each request once.
+``resume``: N requests; the command is killed with SIGKILL once a third of the output is
+written, then the same command is run again: the output must hold every request exactly once,
+and the emulator must have executed each request exactly once (its admin counts).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from _harness import OUR_PYTHON, emulator_process, machine_line, our_env, run_worker, table
+from _harness import OUR_PYTHON, emulator_process, our_env, table
 
 API_KEY = "sk-bulk-bench"
 MODEL = "bench-model"
@@ -54,6 +55,9 @@ def run_command(
     output: Path,
     *,
     batch_size: int,
+    window: float,
+    poll: float,
+    backend: str,
     kill_after_lines: int | None = None,
 ) -> dict[str, Any]:
     """``autobatcher run`` in a child; its wall time, CPU and peak RSS (``wait4``).
@@ -72,8 +76,12 @@ def run_command(
         base_url,
         "--batch-size",
         str(batch_size),
+        "--window",
+        str(window),
         "--poll-interval",
-        "0.2",
+        str(poll),
+        "--backend",
+        backend,
         "--progress",
         "log",
         "--log-interval",
@@ -146,87 +154,63 @@ def emulator_stats(base_url: str) -> dict[str, Any]:
     return stats
 
 
-def floor_at_50k() -> dict[str, Any]:
-    """The hand-written floor, 50,000 concurrent requests on asyncio (as overhead.py)."""
-    with emulator_process() as emulator:
-        time.sleep(0.2)
-        args = ["--base-url", emulator.base_url, "--client", "floor", "--n", "50000"]
-        return run_worker(OUR_PYTHON, "_worker.py", args)
-
-
-def mode_run(n: int, batch_size: int) -> dict[str, Any]:
-    print(machine_line())
-    floor = floor_at_50k()
-    floor_per_request = floor["cpu"] / 50_000
+def run_once(
+    n: int, *, batch_size: int, window: float, poll: float, backend: str
+) -> dict[str, Any]:
+    """N requests through ``autobatcher run``; a row for ``bulk.py``'s table."""
     with tempfile.TemporaryDirectory(prefix="bulk-run-") as directory:
         source = Path(directory) / "in.jsonl"
         output = Path(directory) / "out.jsonl"
         size = write_requests(source, n)
-        print(f"input: {n:,} chat requests, {size / 1e6:.0f} MB", flush=True)
+        print(f"  autobatcher run: {n:,} chat requests, {size / 1e6:.0f} MB ...", file=sys.stderr)
         with emulator_process() as emulator:
             time.sleep(0.2)
-            result = run_command(emulator.base_url, source, output, batch_size=batch_size)
+            before = emulator.cpu()
+            result = run_command(
+                emulator.base_url,
+                source,
+                output,
+                batch_size=batch_size,
+                window=window,
+                poll=poll,
+                backend=backend,
+            )
+            result["emulator_cpu"] = emulator.cpu() - before
         checked = check_output(output, n)
-    per_request = result["cpu"] / n
-    rows = [
-        [
-            "autobatcher run",
-            f"{n:,}",
-            f"{result['wall']:.1f}",
-            f"{n / result['wall']:,.0f}",
-            f"{result['cpu']:.1f}",
-            f"{per_request * 1e6:.1f}",
-            f"{result['peak_rss_kb'] / 1024:.0f}",
-            str((result["summary"] or {}).get("batches", "?")),
-            "yes" if checked["complete"] else f"NO {checked}",
-        ],
-        [
-            "floor (50k concurrent)",
-            "50,000",
-            f"{floor['wall']:.1f}",
-            f"{50_000 / floor['wall']:,.0f}",
-            f"{floor['cpu']:.2f}",
-            f"{floor_per_request * 1e6:.1f}",
-            f"{floor['peak_rss_kb'] / 1024:.0f}",
-            str(floor.get("batches", "")),
-            "yes" if floor["ok"] == 50_000 else "NO",
-        ],
-    ]
-    headers = (
-        "client",
-        "N",
-        "wall s",
-        "requests/s",
-        "client CPU s",
-        "CPU µs/req",
-        "peak RSS MB",
-        "batches",
-        "output complete",
+    summary = result["summary"] or {}
+    result.update(
+        n=n,
+        ok=checked["distinct"] - checked["wrong"] if not checked["duplicates"] else 0,
+        batch_size=batch_size,
+        batches=summary.get("batches"),
+        output=checked,
     )
-    print(table(headers, rows))
-    print(
-        f"* client CPU per request ÷ floor's at 50k: {per_request / floor_per_request:.2f} "
-        "(target ≤ 1.00)"
-    )
-    print(f"* peak RSS of the client: {result['peak_rss_kb'] / 1024:.0f} MB (target ≤ 512)")
-    print(f"* exit status {result['exit_status']}")
-    return {"run": result, "floor": floor, "output": checked}
+    return result
 
 
-def mode_resume(n: int, batch_size: int) -> dict[str, Any]:
-    print(machine_line())
+def resume_once(
+    n: int, *, batch_size: int, window: float, poll: float, backend: str
+) -> dict[str, Any]:
+    """N requests; ``autobatcher run`` killed with SIGKILL once a third of the output is
+    written, then run again. Prints what it checks; returns the figures."""
     with tempfile.TemporaryDirectory(prefix="bulk-resume-") as directory:
         source = Path(directory) / "in.jsonl"
         output = Path(directory) / "out.jsonl"
         write_requests(source, n)
-        # slow enough that a kill lands while batches run: 20,000 lines a second per batch
-        with emulator_process(lines_per_second=20_000) as emulator:
+        # slow enough that the kill lands while batches run upstream
+        with emulator_process(lines_per_second=max(1000.0, n / 10)) as emulator:
             time.sleep(0.2)
+            common: dict[str, Any] = {
+                "batch_size": batch_size,
+                "window": window,
+                "poll": poll,
+                "backend": backend,
+            }
             first = run_command(
-                emulator.base_url, source, output, batch_size=batch_size, kill_after_lines=n // 3
+                emulator.base_url, source, output, kill_after_lines=n // 3, **common
             )
             written = _count_lines(output)
-            second = run_command(emulator.base_url, source, output, batch_size=batch_size)
+            second = run_command(emulator.base_url, source, output, **common)
             stats = emulator_stats(emulator.base_url)
         checked = check_output(output, n)
     rows = [
@@ -237,7 +221,7 @@ def mode_resume(n: int, batch_size: int) -> dict[str, Any]:
             "killed" if first["killed"] else f"exit {first['exit_status']}",
         ],
         [
-            "same command again",
+            "the same command again",
             f"{second['wall']:.1f}",
             f"{checked['lines']:,}",
             f"exit {second['exit_status']}",
@@ -246,16 +230,22 @@ def mode_resume(n: int, batch_size: int) -> dict[str, Any]:
     print(table(("run", "wall s", "output lines after it", "ended"), rows))
     summary = second["summary"] or {}
     print(
-        f"* output: {checked['lines']:,} lines, {checked['distinct']:,} distinct custom_ids, "
-        f"{checked['duplicates']} duplicates, {checked['wrong']} wrong answers: "
+        f"output: {checked['lines']:,} lines, {checked['distinct']:,} distinct custom_ids, "
+        f"{checked['duplicates']} duplicate lines, {checked['wrong']} wrong answers: "
         + ("complete" if checked["complete"] else "INCOMPLETE")
     )
     print(
-        f"* emulator: {stats['total_executions']:,} executions for {n:,} requests, "
+        f"emulator: {stats['total_executions']:,} executions for {n:,} requests, "
         f"{stats['duplicate_executions']} duplicate executions, "
         f"{stats['batches_created']} batches created"
     )
-    print(f"* second run: {summary.get('done_before', 0):,} answers kept from the first")
-    ok = checked["complete"] and stats["duplicate_executions"] == 0 and first["killed"]
-    print("* resume: " + ("OK" if ok else "FAILED"))
-    return {"first": first, "second": second, "stats": stats, "output": checked, "ok": ok}
+    print(f"second run: {summary.get('done_before', 0):,} answers were in the output already")
+    ok = (
+        checked["complete"]
+        and stats["duplicate_executions"] == 0
+        and stats["total_executions"] == n
+        and first["killed"]
+        and second["exit_status"] == 0
+    )
+    print("resume after kill -9: " + ("OK" if ok else "FAILED"))
+    return {"first": first, "second": second, "stats_batches": stats["batches_created"], "ok": ok}
