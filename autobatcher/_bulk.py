@@ -26,6 +26,10 @@ request, as a cancelled ``create()`` is withdrawn: what was not uploaded is neve
 an uploaded batch whose requests were all withdrawn is cancelled upstream
 (``cancel_abandoned_batches``) without a journal, and kept running with one, its answers
 collected into the journal by this client (until it closes) or by the next run.
+
+Memory per waiting request does not grow with its prompt: once uploaded, a bulk request's
+encoded line (kept in case it must be sent again) moves to its job's
+:class:`~autobatcher._job.LineSpill`, a temporary file.
 """
 
 from __future__ import annotations
@@ -175,6 +179,8 @@ class BulkSlot(Slot):
 
     __slots__ = ("index", "key", "owner")
 
+    spills_line = True
+
     def __init__(
         self,
         owner: BulkMap,
@@ -196,6 +202,7 @@ class BulkSlot(Slot):
         self.job = None
         self.outcome: bytes | BaseException | None = None
         self.resubmits = 0
+        self.spilled = -1
         self.owner = owner
         self.index = index
         self.key = key
@@ -293,6 +300,10 @@ class BulkMap:
         self._closing = False
         self._reorder: dict[int, BulkSlot | BulkResult] = {}
         self._burst = 0
+        #: the engine's live_bulk_ids with a journal; without one nothing needs it
+        self._engine_live_ids: set[str] = (
+            client._engine.live_bulk_ids if client._journal is not None else set()
+        )
 
     def __aiter__(self) -> Any:
         raise TypeError(
@@ -340,8 +351,10 @@ class BulkMap:
             # Every request not answered yet is withdrawn: one not uploaded is never sent;
             # an uploaded batch all of whose requests left is cancelled (no journal) or kept
             # for the journal (see the module docstring).
+            live_ids = engine.live_bulk_ids
             for slot in self._live:
                 engine.withdraw(slot)
+                live_ids.discard(slot.custom_id)
             self._live.clear()
             self._reorder.clear()
             self._finished = True
@@ -428,6 +441,19 @@ class BulkMap:
         self.outstanding += 1
         waited = False
         item = self._prepare(raw, index)
+        if isinstance(item, BulkSlot) and self._client._journal is not None:
+            # (a journal's custom_id is the item's content and key: one in flight at a time)
+            live = engine.live_bulk_ids
+            if item.custom_id in live:
+                item = _invalid(
+                    item.key,
+                    index,
+                    "duplicate_key",
+                    f"key {item.key!r} with this very request is in flight in another map of "
+                    "this client",
+                )
+            else:
+                live.add(item.custom_id)
         if isinstance(item, BulkResult):
             tx.send_nowait(item)
         else:
@@ -616,6 +642,7 @@ class BulkMap:
         if isinstance(item, BulkResult):
             return item
         self._live.discard(item)
+        self._engine_live_ids.discard(item.custom_id)
         return _result_of(item)
 
 

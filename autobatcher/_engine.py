@@ -62,8 +62,11 @@ class Engine:
         self.wire = wire
         self.events = events
         self.journal = journal
-        #: requests of an earlier run whose batch is still open upstream, by custom_id
+        #: requests whose batch is still open upstream with nobody waiting (an earlier run's,
+        #: or, with a journal, one a caller left), by custom_id: a recall attaches to it
         self._resumed: dict[str, Job] = {}
+        #: with a journal, the custom_ids of client.map() requests in flight (one at a time)
+        self.live_bulk_ids: set[str] = set()
         self._journal_loaded = False
         #: follow resumed jobs to the end even when nobody asks for them (journal collect)
         self.collect_resumed = False
@@ -264,14 +267,14 @@ class Engine:
                 self._jobs.pop(job.record.key, None)
                 job.record.phase = Phase.DONE
             self.poke()  # the bound may have room again
-        elif (
-            job.slots.pop(slot.custom_id, None) is not None
-            and not job.slots
-            and self.config.cancel_abandoned_batches
-            and self.journal is None  # with a journal, its answers are kept for a later run
-        ):
-            job.abandoned = True
-            job.interrupt()
+        elif job.slots.pop(slot.custom_id, None) is not None:
+            if self.journal is not None:
+                # With a journal its batch goes on and its answer is kept, for a later run or
+                # for this one: the same request asked again here attaches to the batch.
+                self._resumed[slot.custom_id] = job
+            elif not job.slots and self.config.cancel_abandoned_batches:
+                job.abandoned = True
+                job.interrupt()
         slot.line = None
         self._check_idle()
 
@@ -306,7 +309,7 @@ class Engine:
         self.poke()
 
     def finished(self, job: Job) -> None:
-        if job.resumed:
+        if job.resumed or self.journal is not None:
             for custom_id in job.record.order:
                 if self._resumed.get(custom_id) is job:
                     del self._resumed[custom_id]
@@ -577,6 +580,7 @@ class Engine:
                 self,
             )
             job.record.phase = Phase.DONE
+            job.release_spill()
         # requests still in the intake (and callers blocked sending) get the same answer
         while True:
             try:

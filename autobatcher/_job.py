@@ -11,6 +11,10 @@ process.
 from __future__ import annotations
 
 import enum
+import os
+import tempfile
+from array import array
+from typing import ClassVar
 
 import anyio
 import attrs
@@ -18,7 +22,7 @@ import attrs
 from ._signals import Signal, new_signal
 from .types import Batch
 
-__all__ = ["GONE", "Job", "JobRecord", "Phase", "Slot"]
+__all__ = ["GONE", "Job", "JobRecord", "LineSpill", "Phase", "Slot"]
 
 
 class Phase(enum.IntEnum):
@@ -59,7 +63,9 @@ class Slot:
     is set then) and is fired exactly once with its outcome. A request the server says did
     not run (its batch expired, failed validation over another line, or answered it with a
     transient failure) may travel into another lane instead: ``resubmits`` counts how often.
-    Its encoded ``line`` is kept until then (see ``JobRunner._upload``).
+    Its encoded ``line`` is kept until then (see ``JobRunner._upload``): in memory, or, for
+    a kind of slot that says so (``spills_line``), in its job's :class:`LineSpill` on disk
+    from the upload on, at position ``spilled``.
     """
 
     __slots__ = (
@@ -72,7 +78,12 @@ class Slot:
         "outcome",
         "resubmits",
         "signal",
+        "spilled",
     )
+
+    #: whether this kind of request keeps its line on disk once uploaded (bulk requests:
+    #: memory per waiting request must not grow with the prompt)
+    spills_line: ClassVar[bool] = False
 
     def __init__(self, custom_id: str, endpoint: str, model: str, line: bytes, inputs: int) -> None:
         self.signal: Signal = new_signal()
@@ -84,6 +95,7 @@ class Slot:
         self.job: Job | None = None
         self.outcome: bytes | BaseException | None = None
         self.resubmits = 0
+        self.spilled = -1
 
     def done(self) -> bool:
         return self.outcome is not None
@@ -91,6 +103,41 @@ class Slot:
     @property
     def batch_id(self) -> str | None:
         return self.job.record.batch_id if self.job is not None else None
+
+
+class LineSpill:
+    """Encoded lines of an uploaded job, kept in an anonymous temporary file (deleted when
+    closed, or when the process ends) so that they can be sent again without being held in
+    memory. Written once, in a worker thread; a line is read back only to be resubmitted."""
+
+    __slots__ = ("_file", "_offsets")
+
+    def __init__(self, lines: list[bytes]) -> None:
+        offsets = array("Q", [0])
+        total = 0
+        for line in lines:
+            total += len(line)
+            offsets.append(total)
+        file = tempfile.TemporaryFile(prefix="autobatcher-lines-")  # noqa: SIM115 (kept open)
+        try:
+            file.writelines(lines)
+            file.flush()
+        except BaseException:
+            file.close()
+            raise
+        self._file = file
+        self._offsets = offsets
+
+    def __len__(self) -> int:
+        return len(self._offsets) - 1
+
+    def read(self, index: int) -> bytes:
+        """Line ``index`` (a small positioned read from the page cache)."""
+        start = self._offsets[index]
+        return os.pread(self._file.fileno(), self._offsets[index + 1] - start, start)
+
+    def close(self) -> None:
+        self._file.close()
 
 
 class _Gone(Exception):
@@ -117,6 +164,8 @@ class Job:
     idle_scope: anyio.CancelScope | None = None
     #: requests taken off this job to go into a new batch, by reason (see JobRunner)
     retry: dict[str, list[Slot]] = attrs.Factory(dict)
+    #: the lines of requests that may go into a new batch, on disk (see Slot)
+    spill: LineSpill | None = None
 
     @property
     def phase(self) -> Phase:
@@ -126,6 +175,11 @@ class Job:
     def size(self) -> int:
         record = self.record
         return len(record.order) if record.phase >= Phase.UPLOADED else len(self.slots)
+
+    def release_spill(self) -> None:
+        if self.spill is not None:
+            self.spill.close()
+            self.spill = None
 
     def interrupt(self) -> None:
         """Cut short the job's sleep (a poll interval, a retry delay), if it is in one."""

@@ -36,7 +36,7 @@ from ._errors import (
     NotFoundError,
 )
 from ._events import BatchEvent, EventHub, EventKind
-from ._job import Job, Phase, Slot
+from ._job import Job, LineSpill, Phase, Slot
 from ._journal import Journal
 from ._jsonl import extract_custom_id
 from ._retry import Spell
@@ -55,6 +55,9 @@ _LOOKUP_SLACK = 600.0
 #: with a journal, results are committed in transactions of about this many bytes (or lines)
 _COMMIT_BYTES = 4 << 20
 _COMMIT_LINES = 20_000
+#: lines of at most this many bytes are written to their spill file on the event loop; more
+#: in a worker thread
+_SPILL_ON_LOOP_BYTES = 1 << 20
 #: longest wait between two looks at an uploaded file that is not processed yet
 _FILE_POLL_SECONDS = 5.0
 #: ("": a server that shows no status has nothing to wait for)
@@ -252,14 +255,39 @@ class JobRunner:
         # the server instead would cost a download of the whole file per resubmission, and
         # several providers delete it, or do not allow downloading it.)
         max_resubmits = self._config.max_resubmits
+        to_spill = []
         for slot in job.slots.values():
             if slot.resubmits >= max_resubmits:
                 slot.line = None
+            elif slot.spills_line and slot.line is not None:
+                to_spill.append(slot)
         self._host.uploaded(job)
         del lines
+        if to_spill:
+            await self._spill(job, to_spill)
         if journal is not None:
             await journal.save_job(record)  # the file id, before a batch is created from it
         self._checkpoint()
+
+    async def _spill(self, job: Job, slots: list[Slot]) -> None:
+        """Move the lines of ``slots`` (just uploaded) to a temporary file, written in a worker
+        thread; a request settled or withdrawn meanwhile is left as it is. If the file cannot
+        be written, the lines stay in memory."""
+        lines = [slot.line or b"" for slot in slots]
+        try:
+            if sum(map(len, lines)) <= _SPILL_ON_LOOP_BYTES:
+                spill = LineSpill(lines)  # (a write to the page cache: well under a ms)
+            else:
+                spill = await anyio.to_thread.run_sync(LineSpill, lines)
+        except OSError as exc:
+            logger.info("batch job %s: lines kept in memory (%s)", job.record.key, exc)
+            return
+        job.release_spill()
+        job.spill = spill
+        for index, slot in enumerate(slots):
+            if slot.line is not None and slot.outcome is None:
+                slot.line = None
+                slot.spilled = index
 
     async def _create(self, job: Job) -> None:
         record = job.record
@@ -612,7 +640,9 @@ class JobRunner:
     # -- resubmission ---------------------------------------------------------------------------
 
     def _may_resubmit(self, slot: Slot) -> bool:
-        return slot.line is not None and slot.resubmits < self._config.max_resubmits
+        return (slot.line is not None or slot.spilled >= 0) and (
+            slot.resubmits < self._config.max_resubmits
+        )
 
     def _cancelled_by_us(self, job: Job) -> bool:
         """Whether we cancelled the job's batch on purpose (every caller left, client exit)."""
@@ -645,8 +675,17 @@ class JobRunner:
     def _resubmit_taken(self, job: Job) -> None:
         """Hand the requests in ``job.retry`` to the engine for a new batch."""
         retry = job.retry
+        spill = job.spill
         while retry:
             reason, slots = retry.popitem()
+            for slot in slots:
+                if slot.spilled >= 0:
+                    if spill is not None and slot.line is None:
+                        try:
+                            slot.line = spill.read(slot.spilled)
+                        except OSError as exc:  # (left without a line: the engine fails it)
+                            logger.warning("could not read back a spilled line: %s", exc)
+                    slot.spilled = -1
             self._host.resubmit(slots, reason, batch_id=job.record.batch_id)
 
     def _fail_batch(self, job: Job, batch: Batch) -> None:
@@ -713,6 +752,7 @@ class JobRunner:
         settle_all(job, make_error, self._host)
 
     def _finish(self, job: Job) -> None:
+        job.release_spill()
         job.record.phase = Phase.DONE
         job.batch = None
         self._host.finished(job)

@@ -3,14 +3,23 @@
 ``--mode map``: N chat requests through ``client.map()`` (a generator of Batch API input
 lines, read lazily), every result checked (its key and its echo), nothing kept. Reports wall
 time, client CPU (getrusage), peak RSS (ru_maxrss) and, sampled every 0.5 s, the largest
-number of requests outstanding and of batches in flight. Prints one JSON object as its last
-stdout line.
+number of requests outstanding and of batches in flight.
+
+``--mode hold``: N requests (prompts padded by ``--pad`` characters) through ``client.map()``
+with ``max_in_flight=N`` against an emulator that holds its batches (1 line/s): once all are
+uploaded, the RSS growth over the start, after ``gc.collect()`` and glibc's ``malloc_trim``
+(the upload's freed buffers would otherwise stay in RSS), divided by N: what a request
+waiting on an uploaded batch costs. Then the process exits at once.
+
+Prints one JSON object as its last stdout line.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
+import gc
 import os
 import tempfile
 from collections.abc import Iterator
@@ -22,14 +31,66 @@ from _worker import MODEL, Measure, emit, rss_kb, text_for
 CHAT = "/v1/chat/completions"
 
 
-def requests(n: int) -> Iterator[dict[str, Any]]:
+def requests(n: int, pad: int = 0) -> Iterator[dict[str, Any]]:
+    padding = "y" * pad
     for i in range(n):
         yield {
             "custom_id": f"req-{i}",
             "method": "POST",
             "url": CHAT,
-            "body": {"model": MODEL, "messages": [{"role": "user", "content": text_for(i)}]},
+            "body": {
+                "model": MODEL,
+                "messages": [{"role": "user", "content": text_for(i) + padding}],
+            },
         }
+
+
+def trimmed_rss_kb() -> int:
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: RSS as it is
+        pass
+    return rss_kb()
+
+
+async def run_hold(args: argparse.Namespace) -> dict[str, Any]:
+    import autobatcher
+
+    n: int = args.n
+    submitted = 0
+
+    def on_event(event: autobatcher.BatchEvent) -> None:
+        nonlocal submitted
+        submitted += event.kind == "batch_submitted"
+
+    async with autobatcher.open_batcher(
+        api_key="bench",
+        base_url=args.base_url,
+        batch_size=args.batch_size,
+        batch_window_seconds=1.0,
+        poll_interval_seconds=60.0,
+        max_queued_requests=n,
+        max_resubmits=args.max_resubmits,
+        event_hook=on_event,
+    ) as client:
+        base = trimmed_rss_kb()
+        async with client.map(requests(n, args.pad), max_in_flight=n):
+            while submitted < -(-n // args.batch_size):  # noqa: ASYNC110 (a counter: polling is simplest)
+                await anyio.sleep(0.2)
+            await anyio.sleep(1.0)
+            grown = trimmed_rss_kb() - base
+            emit(
+                {
+                    "n": n,
+                    "pad": args.pad,
+                    "max_resubmits": args.max_resubmits,
+                    "rss_growth_kb": grown,
+                    "per_request": grown * 1024 / n,
+                }
+            )
+            os._exit(0)
+    raise AssertionError("unreachable: the process exits once measured")
 
 
 async def run_map(args: argparse.Namespace) -> dict[str, Any]:
@@ -116,7 +177,9 @@ async def run_map(args: argparse.Namespace) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--base-url", required=True)
-    parser.add_argument("--mode", choices=("map",), default="map")
+    parser.add_argument("--mode", choices=("map", "hold"), default="map")
+    parser.add_argument("--pad", type=int, default=0, help="hold: characters added to prompts")
+    parser.add_argument("--max-resubmits", type=int, default=3, help="hold: the client's")
     parser.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
     parser.add_argument("--n", type=int, default=1_000_000)
     parser.add_argument("--batch-size", type=int, default=50_000)
@@ -129,6 +192,8 @@ def main() -> None:
     parser.add_argument("--journal", action="store_true")
     parser.add_argument("--profile", default=None)
     args = parser.parse_args()
+    if args.mode == "hold":
+        anyio.run(run_hold, args, backend=args.backend)
     result = anyio.run(run_map, args, backend=args.backend)
     result.update(mode=args.mode, backend=args.backend, batch_size=args.batch_size)
     emit(result)

@@ -14,6 +14,10 @@ most requests outstanding and batches in flight at once. Beside it, in the same 
 hand-written floor of ``overhead.py`` (``_worker.py --client floor``) at 50,000 requests:
 its CPU per request is the bar ("no more than the floor's at 50k").
 
+``--mode memory``: what a request waiting on an uploaded batch costs (RSS growth ÷ N once
+all are uploaded to an emulator holding its batches), for a short prompt and a 4 KB one, and
+with ``max_resubmits=0``. ``--mode map memory`` runs both.
+
 ``--mode run``: the same N requests as a JSONL file through the ``autobatcher run`` command
 (a child process; its CPU and peak RSS from ``wait4``), the output checked line by line.
 ``--mode resume``: ``--resume-n`` requests (100,000) through ``autobatcher run``, killed with
@@ -122,6 +126,34 @@ def mode_map(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
     return [(name, result)]
 
 
+def mode_memory(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
+    """What one request waiting on an uploaded batch costs, short and 4 KB prompts."""
+    rows = []
+    for n, pad, max_resubmits in ((200_000, 0, 3), (100_000, 4000, 3), (200_000, 0, 0)):
+        print(f"  holding N={n:,} pad={pad} max_resubmits={max_resubmits} ...", file=sys.stderr)
+        result = run_against_fresh_emulator(
+            OUR_PYTHON,
+            "_bulk_worker.py",
+            [
+                "--mode",
+                "hold",
+                "--backend",
+                args.backend,
+                "--n",
+                str(n),
+                "--pad",
+                str(pad),
+                "--max-resubmits",
+                str(max_resubmits),
+                "--batch-size",
+                str(args.batch_size),
+            ],
+            {"lines_per_second": 1},
+        )
+        rows.append((f"hold/{args.backend} pad={pad} max_resubmits={max_resubmits}", result))
+    return rows
+
+
 def mode_run(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
     result = run_once(
         args.n,
@@ -147,6 +179,7 @@ def mode_resume(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
 #: each mode: parsed arguments -> (row name, worker result) pairs
 MODES: dict[str, Callable[[argparse.Namespace], list[tuple[str, dict[str, Any]]]]] = {
     "map": mode_map,
+    "memory": mode_memory,
     "run": mode_run,
     "resume": mode_resume,
 }
@@ -180,7 +213,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"machine: {machine_line()}", flush=True)
     rows: list[tuple[str, dict[str, Any]]] = []
     for mode in args.mode:
+        if mode == "memory":
+            for name, r in MODES[mode](args):
+                print(
+                    f"{name}: N={r['n']:,}, RSS growth {r['rss_growth_kb'] / 1024:.0f} MB, "
+                    f"{r['per_request']:.0f} B per waiting request"
+                )
+            continue
         rows += MODES[mode](args)
+    if not rows:
+        return
     floor = None
     if not args.no_floor:
         print("  running the floor at 50,000 ...", file=sys.stderr, flush=True)

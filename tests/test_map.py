@@ -20,6 +20,8 @@ import pytest
 
 from autobatcher import (
     BadRequestError,
+    BatchEvent,
+    BatchExpiredError,
     BatchOpenAI,
     BatchRequestError,
     BulkRequest,
@@ -267,6 +269,92 @@ async def test_bad_items_and_failed_lines_get_their_own_typed_errors() -> None:
     assert server.emulator.stats().total_executions == 5
 
 
+@virtual_time()
+@pytest.mark.parametrize("max_resubmits", [3, 0])
+async def test_what_an_expired_batch_did_not_run_is_sent_again_or_reported(
+    max_resubmits: int,
+) -> None:
+    # batches of 500 run 100 lines a second and expire after 3 s: 200 of each do not run
+    emulator_options = {"lines_per_second": 100.0, "expire_after_seconds": 3.0}
+    lines_in_memory: list[int] = []
+    spilled: list[int] = []
+
+    def look(event: BatchEvent) -> None:
+        # once a batch is created, its requests' lines are on disk (or gone with
+        # max_resubmits=0), not in memory
+        if event.kind == "batch_submitted":
+            for job in client._engine._jobs.values():
+                if job.record.batch_id == event.batch_id:
+                    lines_in_memory.append(sum(s.line is not None for s in job.slots.values()))
+                    spilled.append(sum(s.spilled >= 0 for s in job.slots.values()))
+
+    async with in_process(**emulator_options) as server:
+        options = server.options(
+            batch_size=500, poll_interval_seconds=0.5, max_resubmits=max_resubmits, event_hook=look
+        )
+        async with open_batcher(**options) as client:
+            async with client.map(Counted(1000)) as results:
+                got = [r async for r in results]
+        assert not client._engine._jobs  # every job finished (and closed its spill file)
+    assert lines_in_memory and not any(lines_in_memory)
+    if max_resubmits:
+        assert spilled[:2] == [500, 500]  # the first two batches; later ones hold resubmitted
+    else:
+        assert not any(spilled)
+    stats = server.emulator.stats()
+    assert stats.duplicate_executions == 0
+    assert sorted(r.index for r in got) == list(range(1000))
+    if max_resubmits:
+        assert all(r.ok and content(r) == f"m{r.index}" for r in got)
+        assert stats.total_executions == 1000
+    else:
+        expired = [r for r in got if not r.ok]
+        assert len(expired) == 1000 - stats.total_executions >= 400
+        for result in expired:
+            assert isinstance(result.error, BatchExpiredError)
+            assert result.error.custom_id == result.key and result.batch_id
+            assert result.status_code is None
+            assert result.output_line()["error"]["code"] == "batch_expired"
+
+
+@virtual_time()
+async def test_lines_that_cannot_go_to_disk_stay_in_memory_and_are_still_resent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def disk_full(lines: list[bytes]) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("autobatcher._runner.LineSpill", disk_full)
+    emulator_options = {"lines_per_second": 100.0, "expire_after_seconds": 3.0}
+    async with in_process(**emulator_options) as server:
+        options = server.options(batch_size=500, poll_interval_seconds=0.5)
+        async with open_batcher(**options) as client:
+            async with client.map(Counted(1000)) as results:
+                got = [r async for r in results]
+    assert sorted(r.index for r in got) == list(range(1000))
+    assert all(r.ok and content(r) == f"m{r.index}" for r in got)
+    assert server.emulator.stats().duplicate_executions == 0
+
+
+async def test_more_than_a_megabyte_of_lines_goes_to_disk_in_a_worker_thread() -> None:
+    spilled: list[int] = []
+
+    def look(event: BatchEvent) -> None:
+        if event.kind == "batch_submitted":
+            (job,) = client._engine._jobs.values()
+            assert job.spill is not None and len(job.spill) == 30
+            assert job.spill.read(7).startswith(b'{"custom_id"')
+            spilled.append(sum(s.spilled >= 0 and s.line is None for s in job.slots.values()))
+
+    items = [line(i, f"m{i} " + "x" * 40_000) for i in range(30)]  # 1.2 MB of lines
+    async with in_process() as server:
+        async with open_batcher(**server.options(batch_size=30, event_hook=look)) as client:
+            async with client.map(items) as results:
+                got = [r async for r in results]
+    assert spilled == [30]
+    assert sorted(content(r).split()[0] for r in got) == sorted(f"m{i}" for i in range(30))
+
+
 async def test_map_arguments_are_checked_at_the_call() -> None:
     async with in_process() as server:
         client = server.client()
@@ -458,3 +546,46 @@ async def test_a_rerun_after_a_crash_attaches_to_running_batches_and_pays_once(
     assert stats.uploads == 3 + 3  # the three batches were attached to, not sent again
     assert stats.duplicate_executions == 1  # only the twin: asked twice, on purpose
     assert stats.total_executions == 502
+
+
+async def test_the_same_client_mapping_again_attaches_to_the_batch_it_left(tmp_path: Path) -> None:
+    # with a journal, leaving a map keeps its uploaded batch running; mapping the same items
+    # again on the same client attaches to that batch (or, if it has finished, answers from
+    # the journal): nothing is uploaded or run twice
+    recorder = Recorder()
+    async with in_process(lines_per_second=100.0) as server:
+        options = server.options(
+            batch_size=100, journal=tmp_path / "again.journal", event_hook=recorder
+        )
+        async with open_batcher(**options) as client:
+            async with client.map([line(i) for i in range(100)]):
+                await recorder.wait_for("batch_submitted")
+            async with client.map([line(i) for i in range(100)]) as results:
+                answers = {r.key: content(r) async for r in results}
+        assert answers == {f"k{i}": f"m{i}" for i in range(100)}
+        stats = server.emulator.stats()
+        assert stats.uploads == 1
+        assert stats.total_executions == 100 and stats.duplicate_executions == 0
+
+
+async def test_two_maps_of_one_journaled_client_never_share_a_request_in_flight(
+    tmp_path: Path,
+) -> None:
+    async with in_process(lines_per_second=100.0) as server:
+        options = server.options(batch_size=10, journal=tmp_path / "twice.journal")
+        async with open_batcher(**options) as client:
+            async with client.map([line(i) for i in range(10)]) as first:
+                await anyio.wait_all_tasks_blocked()
+                assert first.read == 10
+                async with client.map([line(i) for i in range(12)]) as second:
+                    again = [r async for r in second]
+                answers = [r async for r in first]
+    assert all(r.ok for r in answers) and len(answers) == 10
+    refused = sorted(r.index for r in again if not r.ok)
+    assert refused == list(range(10))
+    for result in again:
+        if not result.ok:
+            assert isinstance(result.error, InvalidBulkRequestError)
+            assert result.error.code == "duplicate_key"
+    assert sorted(content(r) for r in again if r.ok) == ["m10", "m11"]
+    assert server.emulator.stats().duplicate_executions == 0
