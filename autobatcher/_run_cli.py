@@ -333,7 +333,9 @@ def add_run_parser(commands: Any) -> None:
         type=_positive(int),
         default=None,
         metavar="N",
-        help="at most N batches uploading or running at once (default: no limit)",
+        help="at most N batches uploading or running at once; the command reads at most N "
+        "batches' worth of requests ahead of the answers (default: no limit on batches, "
+        "100,000 requests read ahead)",
     )
     add(
         "--journal",
@@ -859,6 +861,11 @@ async def _run_locked(
         client_options["poll_interval_seconds"] = options.poll_interval
     if options.completion_window is not None:
         client_options["completion_window"] = options.completion_window
+    # client.map() reads at most this many requests ahead of the answers: enough for the
+    # batches allowed in flight (by default the client's bound, two batches of 50,000)
+    in_flight = None
+    if options.max_batches_in_flight is not None:
+        in_flight = options.batch_size * options.max_batches_in_flight
     reader, output, errors_file = await anyio.to_thread.run_sync(
         _open_files, options, recovery.done
     )
@@ -888,7 +895,8 @@ async def _run_locked(
                     work.cancel()
 
                 async def take_results() -> None:
-                    async with client.map(_Feed(reader, job)) as results:
+                    feed = _Feed(reader, job)
+                    async with client.map(feed, max_in_flight=in_flight) as results:
                         async for result in results:
                             job.take_result(result)
                             if on_result is not None:
