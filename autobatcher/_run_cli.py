@@ -18,6 +18,7 @@ to another input.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import os
@@ -88,6 +89,7 @@ _FLUSH_SECONDS = 0.5
 #: the state file (what ``--status`` shows of a running job) is rewritten this often
 _STATE_SECONDS = 2.0
 _READ_CHUNK_LINES = 2000
+_FULL_COLLECTION_EVERY = 50_000
 #: one output line's JSON (compact, as the Batch API writes it)
 _encode = json.JSONEncoder(separators=(",", ":")).encode
 
@@ -188,6 +190,9 @@ class RunOptions:
     json: bool = False
     #: the command as typed, for "run it again to finish"
     command: str = ""
+    #: a full garbage collection every this many answers (set when the command tuned the
+    #: process's collector: see ``_tune_gc``)
+    collect_every: int | None = None
 
     @property
     def journal_path(self) -> Path:
@@ -468,6 +473,7 @@ def run_run_command(
         options = options_from_args(args, argv)
         if own_process:
             _tune_gc()
+            options = attrs.evolve(options, collect_every=_FULL_COLLECTION_EVERY)
         summary = anyio.run(_run_with_signals, options, api_key, backend=args.backend)
     except RunRefused as exc:
         print(f"autobatcher run: {exc}", file=sys.stderr)
@@ -489,12 +495,16 @@ def run_run_command(
 
 def _tune_gc() -> None:
     """This process is the command's own, and it allocates a few short-lived containers per
-    request, millions of times: the cyclic collector's default cadence (a collection every 700
-    net allocations, each full one walking every object alive) would cost about a tenth of its
-    CPU. Objects alive now (the imported modules) are moved out of its sight, and the young
-    generation is collected every 50,000 allocations instead. Cycles are still collected."""
-    import gc
+    request, millions of times: at the cyclic collector's default cadence (a young collection
+    every 700 net allocations, full ones walking every object alive) the collector costs
+    about a tenth of its CPU. Objects alive now (the imported modules) are moved out of its
+    sight, and the young generation is collected every 50,000 allocations instead.
 
+    Rarer collections keep cyclic garbage longer, and ``client.map()`` leaves one cycle per
+    request (its slot is its own signal) holding the result line: so the job also runs a full
+    collection every ``_FULL_COLLECTION_EVERY`` answers (see ``_Job.take_result``), which
+    bounds that garbage to those answers' worth.
+    """
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
 
@@ -710,6 +720,7 @@ class _Job:
 
     def take_result(self, result: BulkResult) -> None:
         progress = self.progress
+        progress.answered_in(result.batch_id)
         outcome = _outcome_of(result)
         if outcome != "answer":
             problem = InputProblem(self.lines[result.index], str(result.error), result.key)
@@ -897,8 +908,14 @@ async def _run_locked(
                 async def take_results() -> None:
                     feed = _Feed(reader, job)
                     async with client.map(feed, max_in_flight=in_flight) as results:
+                        collect_every = options.collect_every or 0
+                        taken = 0
                         async for result in results:
                             job.take_result(result)
+                            taken += 1
+                            if taken == collect_every:
+                                taken = 0
+                                gc.collect()
                             if on_result is not None:
                                 on_result(progress)
                             if output.pending_bytes >= _FLUSH_BYTES:

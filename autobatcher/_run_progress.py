@@ -81,6 +81,12 @@ class Progress:
         else:
             batch.status = status
 
+    def answered_in(self, batch_id: str | None) -> None:
+        """One request of this batch has its answer: it is no longer waiting in it."""
+        batch = self.batches.get(batch_id) if batch_id is not None else None
+        if batch is not None and batch.requests > 0:
+            batch.requests -= 1
+
     def adopt_batch(self, batch_id: str, status: str, requests: int) -> None:
         """A running batch no event announced (one an earlier run left upstream)."""
         if batch_id not in self.batches and status not in _DONE_UPSTREAM:

@@ -266,6 +266,9 @@ def test_a_progress_line_says_where_every_request_stands() -> None:
     assert "tokens 1,500" in line
     progress.on_event(BatchEvent(kind="batch_progress", batch_id="b1", status="completed"))
     assert progress.in_batches() == {"downloading": 300, "finalizing": 200}
+    progress.answered_in("b1")  # one answer read from b1's results
+    progress.answered_in(None)
+    assert progress.in_batches() == {"downloading": 299, "finalizing": 200}
     progress.on_event(BatchEvent(kind="batch_completed", batch_id="b2", status="completed"))
     assert progress.in_batches() == {"downloading": 300}
     assert len(progress.batch_ids) == 2
@@ -539,7 +542,7 @@ async def test_a_good_file_is_answered_line_for_line_in_the_output_format(tmp_pa
     prices = Prices(default_input=2.0, default_output=8.0)
     async with in_process() as server:
         summary, out, _ = await run_in_process(
-            server, options(tmp_path, source, batch_size=10, prices=prices)
+            server, options(tmp_path, source, batch_size=10, prices=prices, collect_every=7)
         )
         stats = server.emulator.stats()
     assert summary.exit_status == EXIT_OK
