@@ -270,7 +270,7 @@ def test_a_progress_line_says_where_every_request_stands() -> None:
     progress.answered_in(None)
     assert progress.in_batches() == {"downloading": 299, "finalizing": 200}
     progress.on_event(BatchEvent(kind="batch_completed", batch_id="b2", status="completed"))
-    assert progress.in_batches() == {"downloading": 300}
+    assert progress.in_batches() == {"downloading": 299}
     assert len(progress.batch_ids) == 2
 
 
