@@ -34,6 +34,7 @@ encoded line (kept in case it must be sent again) moves to its job's
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import AsyncIterable, Iterable, Iterator, Mapping
@@ -85,6 +86,8 @@ ENDPOINTS: Mapping[str, _Endpoint[Any]] = {
 _FEED_BURST = 64
 #: likewise the consumer, taking results that are already there
 _RECEIVE_BURST = 64
+#: answers read from the journal per trip to its worker thread, at most
+_RECALL_BATCH = 1000
 
 
 class InvalidBulkRequestError(APIError, ValueError):
@@ -300,6 +303,7 @@ class BulkMap:
         self._closing = False
         self._reorder: dict[int, BulkSlot | BulkResult] = {}
         self._burst = 0
+        self._recall_tx: MemoryObjectSendStream[BulkSlot] | None = None
         #: the engine's live_bulk_ids with a journal; without one nothing needs it
         self._engine_live_ids: set[str] = (
             client._engine.live_bulk_ids if client._journal is not None else set()
@@ -327,6 +331,11 @@ class BulkMap:
             self._driver = _MapDriver(self)
             self._driver_done = anyio.Event()
             tg.start_soon(self._drive, name="autobatcher map driver")
+        if self._client._journal is not None:
+            self._recall_tx, recall_rx = anyio.create_memory_object_stream[BulkSlot](
+                self.max_in_flight
+            )
+            tg.start_soon(self._recall, recall_rx, name="autobatcher map recaller")
         tg.start_soon(self._feed, name="autobatcher map feeder")
         return BulkResults(self)
 
@@ -388,6 +397,32 @@ class BulkMap:
             await engine.wait(self._driver)
         finally:
             self._driver_done.set()
+
+    async def _recall(self, recall_rx: MemoryObjectReceiveStream[BulkSlot]) -> None:
+        """With a journal: answer the items it holds, reading up to _RECALL_BATCH answers per
+        trip to the worker thread (one line at a time costs ~1 ms, see SqliteStore)."""
+        engine = self._engine
+        assert engine is not None
+        with recall_rx:
+            try:
+                while True:
+                    batch = [await recall_rx.receive()]
+                    while len(batch) < _RECALL_BATCH:
+                        try:
+                            batch.append(recall_rx.receive_nowait())
+                        except anyio.WouldBlock:
+                            break
+                    for slot in await engine.recall_answered(batch):
+                        if not engine.offer(slot):
+                            await engine.send(slot)
+            except (anyio.EndOfStream, anyio.ClosedResourceError):
+                return
+            except Exception as exc:  # the journal cannot be read: the map cannot go on
+                if self._input_error is None:
+                    self._input_error = exc
+                assert self._tx is not None
+                with contextlib.suppress(anyio.WouldBlock, anyio.ClosedResourceError):
+                    self._tx.send_nowait(_End(exc))
 
     def _driver_may_stop(self) -> bool:
         if not self._finished:
@@ -460,8 +495,14 @@ class BulkMap:
             self._live.add(item)
             recalled = False
             if engine.may_recall():
-                waited = True
-                recalled = await engine.recall(item)
+                await engine.load_journal()
+                if engine.answered(item.custom_id):
+                    # read from the journal by the recaller task, many at a time
+                    assert self._recall_tx is not None
+                    self._recall_tx.send_nowait(item)
+                    recalled = True
+                else:
+                    recalled = engine.attach_resumed(item)
             if not recalled and not engine.offer(item):
                 waited = True
                 await engine.send(item)  # (cancelled: withdrawn with the rest at exit)

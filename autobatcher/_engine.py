@@ -23,7 +23,7 @@ import logging
 import math
 import secrets
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import anyio
 import anyio.abc
@@ -233,6 +233,18 @@ class Engine:
                 slot.line = None
                 fire(slot.signal)
                 return True
+        return self.attach_resumed(slot)
+
+    def answered(self, custom_id: str) -> bool:
+        """With a loaded journal: whether it holds the answer of ``custom_id``."""
+        journal = self.journal
+        return journal is not None and (
+            custom_id in journal.done or custom_id in journal.uncommitted
+        )
+
+    def attach_resumed(self, slot: Slot) -> bool:
+        """Attach ``slot`` to its batch still open upstream with nobody waiting, if any."""
+        custom_id = slot.custom_id
         job = self._resumed.get(custom_id)
         if job is not None and job.phase != Phase.DONE:
             slot.job = job
@@ -242,6 +254,24 @@ class Engine:
             self.poke()
             return True
         return False
+
+    async def recall_answered(self, slots: Sequence[Slot]) -> list[Slot]:
+        """Answer ``slots`` from the journal in one read (their answers are there, see
+        ``answered``); returns those it no longer holds (pruned meanwhile): they are new."""
+        journal = self.journal
+        assert journal is not None
+        lines = await journal.results_for([slot.custom_id for slot in slots])
+        left = []
+        for slot, line in zip(slots, lines, strict=True):
+            if slot.outcome is not None:  # its caller left meanwhile
+                continue
+            if line is None:
+                left.append(slot)
+                continue
+            slot.outcome = line
+            slot.line = None
+            fire(slot.signal)
+        return left
 
     async def collect(self) -> None:
         """Wait until every job, this run's and the journal's earlier ones, is finished."""
@@ -291,11 +321,18 @@ class Engine:
     # -- waiting ---------------------------------------------------------------------------------
 
     async def wait(self, waiter: Waiter) -> None:
-        """Wait until ``waiter`` is done; in standalone mode, drive the engine in turn."""
+        """Wait until ``waiter`` is done, or (run mode) until its one-shot signal fires; in
+        standalone mode, drive the engine in turn.
+
+        Run mode waits for the signal once: a request's signal fires with its outcome, and a
+        drain waiter's when the engine was idle, which a wake-up token arriving in the intake
+        may undo before the waiter runs; awaiting the spent signal again returned at once and
+        spun the loop forever. ``drain`` and ``collect`` look again with a new waiter.
+        """
         if self.standalone:
             await self._turns.wait(waiter)
             return
-        while not waiter.done():
+        if not waiter.done():
             await wait_for(waiter.signal)
 
     # -- JobHost: what the runner tells us -------------------------------------------------------

@@ -9,6 +9,7 @@ uploaded" and "paid once" are checked.
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -30,6 +31,7 @@ from autobatcher import (
     InvalidBulkRequestError,
     open_batcher,
 )
+from autobatcher._journal import Journal, JournalMeta, key_fingerprint, open_store
 from autobatcher.testing import IN_PROCESS_BASE_URL, Emulator
 from autobatcher.types import ChatCompletion, CreateEmbeddingResponse
 
@@ -589,3 +591,54 @@ async def test_two_maps_of_one_journaled_client_never_share_a_request_in_flight(
             assert result.error.code == "duplicate_key"
     assert sorted(content(r) for r in again if r.ok) == ["m10", "m11"]
     assert server.emulator.stats().duplicate_executions == 0
+
+
+async def test_a_journal_that_fails_or_lost_an_answer_while_recalling(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with in_process() as server:
+        options = server.options(journal=tmp_path / "recall.journal")
+        async with open_batcher(**options) as client:
+            async with client.map([line(i) for i in range(20)]) as results:
+                assert len([r async for r in results]) == 20
+
+        async def lost(self: Any, custom_ids: list[str]) -> list[bytes | None]:
+            return [None] * len(custom_ids)  # (pruned meanwhile): they are sent again
+
+        monkeypatch.setattr("autobatcher._journal.Journal.results_for", lost)
+        async with open_batcher(**options) as client:
+            async with client.map([line(i) for i in range(20)]) as results:
+                answers = [content(r) async for r in results]
+            assert sorted(answers) == sorted(f"m{i}" for i in range(20))
+        assert server.emulator.stats().total_executions == 40
+
+        async def broken(self: Any, custom_ids: list[str]) -> list[bytes | None]:
+            raise sqlite3.OperationalError("disk I/O error")
+
+        monkeypatch.setattr("autobatcher._journal.Journal.results_for", broken)
+        async with open_batcher(**options) as client:
+            with pytest.raises(sqlite3.OperationalError, match="disk I/O"):
+                async with client.map([line(i) for i in range(20)]) as results:
+                    async for _ in results:
+                        pass
+
+
+async def test_reading_many_answers_at_once_gives_what_reading_each_gives(tmp_path: Path) -> None:
+    path = tmp_path / "many.journal"
+    async with in_process() as server:
+        options = server.options(journal=path, batch_size=400)
+        async with open_batcher(**options) as client:
+            async with client.map([line(i) for i in range(1200)]) as results:
+                ids = [r.custom_id or "" async for r in results]
+    journal = Journal(open_store(path), JournalMeta(IN_PROCESS_BASE_URL, key_fingerprint(API_KEY)))
+    try:
+        await journal.load()
+        wanted = [*ids[::-1], "ab-not-there-k", ids[5]]
+        many = await journal.results_for(wanted)
+        one_by_one = [await journal.result(custom_id) for custom_id in wanted]
+    finally:
+        await journal.aclose()
+    assert many == one_by_one
+    assert many[-2] is None and all(line is not None for line in many[:-2])
+    for custom_id, found in zip(ids[::-1], many[:-2], strict=True):
+        assert found is not None and f'"custom_id":"{custom_id}"'.encode() in found
