@@ -179,7 +179,7 @@ class RunOptions:
     base_url: str | None = None
     model: str | None = None
     batch_size: int = 50_000
-    window: float = 5.0
+    window: float = 30.0
     poll_interval: float | None = None
     completion_window: str | None = None
     max_batches_in_flight: int | None = None
@@ -316,10 +316,10 @@ def add_run_parser(commands: Any) -> None:
     add(
         "--window",
         type=_non_negative_float,
-        default=5.0,
+        default=30.0,
         metavar="S",
-        help="seconds a part-filled batch waits for more requests, the last one included "
-        "(default: 5)",
+        help="seconds a part-filled batch waits for more requests (a file fills a batch "
+        "sooner; the end of the input sends the last one at once) (default: 30)",
     )
     add(
         "--poll-interval",
@@ -341,7 +341,7 @@ def add_run_parser(commands: Any) -> None:
         metavar="N",
         help="at most N batches uploading or running at once; the command reads at most N "
         "batches' worth of requests ahead of the answers (default: no limit on batches, "
-        "100,000 requests read ahead)",
+        "and whole batches' worth of at least 100,000 requests read ahead)",
     )
     add(
         "--journal",
@@ -896,11 +896,11 @@ async def _run_locked(
         client_options["poll_interval_seconds"] = options.poll_interval
     if options.completion_window is not None:
         client_options["completion_window"] = options.completion_window
-    # client.map() reads at most this many requests ahead of the answers: enough for the
-    # batches allowed in flight (by default the client's bound, two batches of 50,000)
-    in_flight = None
-    if options.max_batches_in_flight is not None:
-        in_flight = options.batch_size * options.max_batches_in_flight
+    # client.map() reads at most this many requests ahead of the answers: whole batches (a
+    # lane the bound left part-filled would wait for its window), as many as are allowed in
+    # flight, or else at least the client's bound (100,000: two batches of 50,000)
+    batches_ahead = options.max_batches_in_flight or max(2, -(-100_000 // options.batch_size))
+    in_flight = options.batch_size * batches_ahead
     reader, output, errors_file = await anyio.to_thread.run_sync(
         _open_files, options, recovery.done
     )
