@@ -5,6 +5,10 @@ lines, read lazily), every result checked (its key and its echo), nothing kept. 
 time, client CPU (getrusage), peak RSS (ru_maxrss) and, sampled every 0.5 s, the largest
 number of requests outstanding and of batches in flight.
 
+``--mode rerun``: the ``map`` run twice in this process on one journal (a fresh SQLite file):
+the second run answers every request from the journal. Reports the second run, with the
+first under ``first_run``.
+
 ``--mode hold``: N requests (prompts padded by ``--pad`` characters) through ``client.map()``
 with ``max_in_flight=N`` against an emulator that holds its batches (1 line/s): once all are
 uploaded, the RSS growth over the start, after ``gc.collect()`` and glibc's ``malloc_trim``
@@ -110,8 +114,18 @@ async def run_map(args: argparse.Namespace) -> dict[str, Any]:
         elif event.kind in ("batch_completed", "batch_failed", "batch_expired", "batch_cancelled"):
             in_flight -= 1
 
-    journal_dir = tempfile.TemporaryDirectory(prefix="bench-bulk-") if args.journal else None
-    journal = None if journal_dir is None else os.path.join(journal_dir.name, "bulk.journal")
+    journal_dir = (
+        tempfile.TemporaryDirectory(prefix="bench-bulk-")
+        if args.journal and args.journal_path is None
+        else None
+    )
+    journal = (
+        args.journal_path
+        if args.journal_path is not None
+        else None
+        if journal_dir is None
+        else os.path.join(journal_dir.name, "bulk.journal")
+    )
     options: dict[str, Any] = {
         "api_key": "bench",
         "base_url": args.base_url,
@@ -177,7 +191,7 @@ async def run_map(args: argparse.Namespace) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--base-url", required=True)
-    parser.add_argument("--mode", choices=("map", "hold"), default="map")
+    parser.add_argument("--mode", choices=("map", "hold", "rerun"), default="map")
     parser.add_argument("--pad", type=int, default=0, help="hold: characters added to prompts")
     parser.add_argument("--max-resubmits", type=int, default=3, help="hold: the client's")
     parser.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
@@ -190,11 +204,20 @@ def main() -> None:
     parser.add_argument("--ordered", action="store_true")
     parser.add_argument("--plain", action="store_true", help="a plain client (no async with)")
     parser.add_argument("--journal", action="store_true")
+    parser.add_argument("--journal-path", default=None, help="(rerun: set by the worker)")
     parser.add_argument("--profile", default=None)
     args = parser.parse_args()
     if args.mode == "hold":
         anyio.run(run_hold, args, backend=args.backend)
-    result = anyio.run(run_map, args, backend=args.backend)
+    if args.mode == "rerun":
+        # the same map twice on one journal: the second run answers everything from it
+        with tempfile.TemporaryDirectory(prefix="bench-rerun-") as directory:
+            args.journal_path = os.path.join(directory, "bulk.journal")
+            first = anyio.run(run_map, args, backend=args.backend)
+            result = anyio.run(run_map, args, backend=args.backend)
+            result["first_run"] = first
+    else:
+        result = anyio.run(run_map, args, backend=args.backend)
     result.update(mode=args.mode, backend=args.backend, batch_size=args.batch_size)
     emit(result)
 

@@ -18,6 +18,9 @@ its CPU per request is the bar ("no more than the floor's at 50k").
 all are uploaded to an emulator holding its batches), for a short prompt and a 4 KB one, and
 with ``max_resubmits=0``. ``--mode map memory`` runs both.
 
+``--mode rerun``: the map with ``journal=`` a fresh SQLite file, then the same map again on
+that journal (every answer recalled from it, no Files/Batches call), in one worker process.
+
 ``--mode run``: the same N requests as a JSONL file through the ``autobatcher run`` command
 (a child process; its CPU and peak RSS from ``wait4``), the output checked line by line.
 ``--mode resume``: ``--resume-n`` requests (100,000) through ``autobatcher run``, killed with
@@ -154,6 +157,36 @@ def mode_memory(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
     return rows
 
 
+def mode_rerun(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
+    """The map with a journal, then again on the same journal (everything recalled)."""
+    print(f"  running client.map() with a journal, twice, N={args.n:,} ...", file=sys.stderr)
+    result = run_against_fresh_emulator(
+        OUR_PYTHON,
+        "_bulk_worker.py",
+        [
+            "--mode",
+            "rerun",
+            "--backend",
+            args.backend,
+            "--n",
+            str(args.n),
+            "--batch-size",
+            str(args.batch_size),
+            "--window",
+            str(args.window),
+            "--poll",
+            str(args.poll),
+        ],
+    )
+    first = dict(result.pop("first_run"))
+    first["emulator_cpu"] = result["emulator_cpu"]
+    first["batch_size"] = result["batch_size"]
+    return [
+        (f"map/{args.backend} journal, first run", first),
+        (f"map/{args.backend} journal, re-run (all recalled)", result),
+    ]
+
+
 def mode_run(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
     result = run_once(
         args.n,
@@ -180,6 +213,7 @@ def mode_resume(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
 MODES: dict[str, Callable[[argparse.Namespace], list[tuple[str, dict[str, Any]]]]] = {
     "map": mode_map,
     "memory": mode_memory,
+    "rerun": mode_rerun,
     "run": mode_run,
     "resume": mode_resume,
 }
