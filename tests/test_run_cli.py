@@ -751,3 +751,24 @@ async def test_an_error_mid_run_comes_out_as_itself_and_the_job_stays_resumable(
     assert again.exit_status == EXIT_OK
     assert len(read_output(tmp_path / "out.jsonl")) == 20
     assert stats.duplicate_executions == 0
+
+
+@pytest.mark.anyio
+async def test_a_dry_run_of_a_started_job_counts_what_is_done(tmp_path: Path) -> None:
+    source = write_input(tmp_path / "in.jsonl", good_lines(6))
+    async with in_process() as server:
+        await run_in_process(server, options(tmp_path, source, batch_size=3))
+    out = io.StringIO()
+    summary = await run_job(options(tmp_path, source, dry_run=True), api_key=None, out=out)
+    assert summary.exit_status == EXIT_OK
+    assert summary.done_before == 6
+    assert "would send 0 requests" in out.getvalue()
+    assert "6 already answered" in out.getvalue()
+    status = io.StringIO()
+    from autobatcher._run_cli import print_status
+
+    assert print_status(tmp_path / "out.jsonl", as_json=False, out=status) == EXIT_OK
+    shown = status.getvalue()
+    assert "out.jsonl: finished" in shown
+    assert "6 answers written" in shown
+    assert "journal  6 requests sent, 6 answered, 0 waiting; batch jobs: 2 done" in shown
