@@ -1,5 +1,5 @@
-"""The ``autobatcher`` command line: ``emulate`` (serve the Batch API emulator), ``demo``, and
-``journal`` (see :mod:`autobatcher._journal_cli`)."""
+"""The ``autobatcher`` command line: ``emulate`` (serve the Batch API emulator), ``demo``,
+``run`` (see :mod:`autobatcher._run_cli`) and ``journal`` (see :mod:`autobatcher._journal_cli`)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from ._journal_cli import add_journal_parser, run_journal_command
+from ._run_cli import add_run_parser, run_run_command
 from ._version import __version__
 
 __all__ = ["EMULATOR_DEFAULTS", "build_parser", "main"]
@@ -351,6 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="seconds between batch status polls, > 0 (default: 0.2)",
     )
+    add_run_parser(commands)
     add_journal_parser(commands)
     return parser
 
@@ -413,9 +415,12 @@ def _demo(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
-    args = build_parser().parse_args(list(argv) if argv is not None else None)
+    arguments = list(argv) if argv is not None else sys.argv[1:]
+    args = build_parser().parse_args(arguments)
     if args.command == "emulate":
         return _emulate(args)
     if args.command == "journal":
         return run_journal_command(args)
+    if args.command == "run":
+        return run_run_command(args, arguments, own_process=argv is None)
     return _demo(args)

@@ -3,6 +3,8 @@
     .venv/bin/python benchmarks/bulk.py                        # --mode map, N = 1,000,000
     .venv/bin/python benchmarks/bulk.py --n 200000 --backend trio
     .venv/bin/python benchmarks/bulk.py --no-floor             # skip the floor's 50k run
+    .venv/bin/python benchmarks/bulk.py --mode run             # the autobatcher run command
+    .venv/bin/python benchmarks/bulk.py --mode resume --no-floor   # kill -9 mid-run, resume
 
 ``--mode map``: N requests through ``client.map()`` (``_bulk_worker.py``: a generator of Batch
 API input lines, read lazily; every result's key and echo checked, nothing kept), batches of
@@ -19,9 +21,13 @@ with ``max_resubmits=0``. ``--mode map memory`` runs both.
 ``--mode rerun``: the map with ``journal=`` a fresh SQLite file, then the same map again on
 that journal (every answer recalled from it, no Files/Batches call), in one worker process.
 
-``--mode run`` is the ``autobatcher run`` CLI over a JSONL file (filled in by the CLI's own
-work; see ``MODES``). Each mode is one function taking the parsed arguments and returning
-result rows; add one to ``MODES`` to extend this file.
+``--mode run``: the same N requests as a JSONL file through the ``autobatcher run`` command
+(a child process; its CPU and peak RSS from ``wait4``), the output checked line by line.
+``--mode resume``: ``--resume-n`` requests (100,000) through ``autobatcher run``, killed with
+SIGKILL once a third of the output is written, then the same command again: the output must
+hold every request once and the emulator must have run each once (see ``_bulk_cli.py``).
+Each mode is one function taking the parsed arguments and returning result rows; add one to
+``MODES`` to extend this file.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from _bulk_cli import resume_once, run_once
 from _harness import OUR_PYTHON, machine_line, run_against_fresh_emulator, table
 
 HEADERS = (
@@ -181,7 +188,25 @@ def mode_rerun(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
 
 
 def mode_run(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
-    raise SystemExit("--mode run (the autobatcher run CLI) is not in this build yet")
+    result = run_once(
+        args.n,
+        batch_size=args.batch_size,
+        window=args.window,
+        poll=args.poll,
+        backend=args.backend,
+    )
+    return [(f"autobatcher run/{args.backend}", result)]
+
+
+def mode_resume(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
+    resume_once(
+        args.resume_n,
+        batch_size=args.batch_size,
+        window=args.window,
+        poll=args.poll,
+        backend=args.backend,
+    )
+    return []
 
 
 #: each mode: parsed arguments -> (row name, worker result) pairs
@@ -190,6 +215,7 @@ MODES: dict[str, Callable[[argparse.Namespace], list[tuple[str, dict[str, Any]]]
     "memory": mode_memory,
     "rerun": mode_rerun,
     "run": mode_run,
+    "resume": mode_resume,
 }
 
 
@@ -211,6 +237,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--ordered", action="store_true")
     parser.add_argument("--plain", action="store_true", help="a plain client (no async with)")
     parser.add_argument("--no-floor", action="store_true", help="skip the floor at 50k")
+    parser.add_argument(
+        "--resume-n",
+        type=int,
+        default=100_000,
+        help="requests of --mode resume (killed with SIGKILL mid-run, then run again)",
+    )
     args = parser.parse_args(argv)
     print(f"machine: {machine_line()}", flush=True)
     rows: list[tuple[str, dict[str, Any]]] = []
@@ -231,7 +263,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         floor = floor_at_50k(args)
         floor["batch_size"] = 50_000
         rows.append((f"floor/{args.backend} (overhead.py)", floor))
-    print(table(HEADERS, [row(name, r) for name, r in rows]))
+    if rows:
+        print(table(HEADERS, [row(name, r) for name, r in rows]))
     if floor is not None:
         floor_per = floor["cpu"] / floor["n"]
         for name, r in rows[:-1]:
