@@ -411,7 +411,9 @@ class JobRunner:
                 if job.abandoned and not job.slots:
                     continue
             if record.next_poll_at is None:
-                record.next_poll_at = anyio.current_time() + config.poll_interval_seconds
+                # resumed from the journal: the old schedule was on another process's clock,
+                # and the batch may have ended long ago; ask now, not a poll interval later
+                record.next_poll_at = anyio.current_time()
             await self._idle(job, record.next_poll_at)
             if job.abandoned and not job.slots:
                 continue

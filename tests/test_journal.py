@@ -35,7 +35,7 @@ from autobatcher import (
 from autobatcher._cli import main
 from autobatcher.testing import IN_PROCESS_BASE_URL, Emulator
 
-from ._support import API_KEY, chat
+from ._support import API_KEY, chat, virtual_time
 
 CHILD = Path(__file__).with_name("_journal_child.py")
 CHILD_KEY = "sk-journal"
@@ -47,9 +47,7 @@ def journaled(emulator: Emulator, path: Path, **options: Any) -> BatchOpenAI:
         base_url=IN_PROCESS_BASE_URL,
         http_client=httpx.AsyncClient(transport=emulator.transport()),
         journal=path,
-        batch_window_seconds=0.05,
-        poll_interval_seconds=0.02,
-        **options,
+        **{"batch_window_seconds": 0.05, "poll_interval_seconds": 0.02, **options},
     )
 
 
@@ -129,6 +127,33 @@ async def test_a_new_run_attaches_to_the_batch_an_earlier_run_left_running(tmp_p
     stats = emulator.stats()
     assert stats.batches_created == 1  # attached, never resubmitted
     assert stats.duplicate_executions == 0
+
+
+@virtual_time()
+@pytest.mark.anyio
+async def test_a_batch_resumed_from_the_journal_is_polled_at_once(tmp_path: Path) -> None:
+    """The earlier run's poll schedule was on its own clock: the next run asks at once
+    instead of waiting a poll interval (an hour here) for a batch that may be long done."""
+    emulator = Emulator(api_key=API_KEY)
+    path = tmp_path / "run.journal"
+    texts = ["a", "b", "c"]
+    submitted = anyio.Event()
+    client = journaled(
+        emulator, path, poll_interval_seconds=3600, event_hook=lambda e: submitted.set()
+    )
+    async with anyio.create_task_group() as tg:
+        async with client:
+            tg.start_soon(ask_until_the_crash, client, texts)
+            await submitted.wait()
+            tg.cancel_scope.cancel()
+
+    async with journaled(emulator, path, poll_interval_seconds=3600) as client:
+        started = anyio.current_time()
+        answers = await ask_all(client, texts)
+        waited = anyio.current_time() - started
+    assert [content for _, content in answers] == texts
+    assert waited < 3600  # virtual time: exact, whatever the machine's load
+    assert emulator.stats().batches_created == 1
 
 
 @pytest.mark.anyio
