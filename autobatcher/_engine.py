@@ -512,8 +512,13 @@ class Engine:
     # -- shutdown --------------------------------------------------------------------------------
 
     async def drain(self) -> None:
-        """Flush every lane now and wait (or drive) until every request has its answer."""
-        self._take_intake()
+        """Flush every lane now and wait (or drive) until every request has its answer.
+
+        The intake is left to the loop (which flushes what it takes once closed): only the
+        loop may take from it, because a wake-up marker taken anywhere else is lost to a loop
+        about to park in ``receive()``, which then sleeps through the close (until its next
+        deadline, or for ever with none).
+        """
         self._lanes.flush_all(anyio.current_time())
         self._queue_flushed()
         self.poke()
