@@ -233,6 +233,8 @@ def test_a_directory_is_not_a_journal(tmp_path: Path) -> None:
 
 def test_two_processes_one_journal_the_second_is_told_who_holds_it(tmp_path: Path) -> None:
     path = tmp_path / "run.journal"
+    # a documented real sleep: the holder, a process of its own, only holds the journal's
+    # lock until the test kills it (the test waits for its "held", not for any time)
     holder = subprocess.Popen(
         [
             sys.executable,
