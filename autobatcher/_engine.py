@@ -634,33 +634,21 @@ class Engine:
             self._receiving = False
             self._stopping = False
 
-    def _take_intake(self, *, from_outside: bool = False) -> None:
-        """Move a burst from the intake stream into lanes, while the bound allows.
-
-        ``from_outside``: called by a task that is not the engine's loop (``drain``). A
-        wake-up it takes was meant for the loop, which may be about to park in ``receive()``
-        (poke() found it there and will not send another): it is put back.
-        """
+    def _take_intake(self) -> None:
+        """Move a burst from the intake stream into lanes, while the bound allows. Only the
+        engine's loop calls it (see ``drain`` for why)."""
         lanes = self._lanes
         receive_nowait = self._intake_rx.receive_nowait
         now = anyio.current_time()
         taken = 0
-        wakeups = 0
         while lanes.has_room():
             try:
                 slot = receive_nowait()
             except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
                 break
             taken += 1
-            if slot is None:
-                wakeups += 1
-            elif slot.outcome is None:
+            if slot is not None and slot.outcome is None:
                 lanes.add(slot, now)
-        if wakeups and from_outside:
-            try:
-                self._intake_tx.send_nowait(None)
-            except (anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
-                pass
         if taken and self._drain_waiters:
             self._check_idle()
         if self._room_waiters:
@@ -733,8 +721,13 @@ class Engine:
     # -- shutdown --------------------------------------------------------------------------------
 
     async def drain(self) -> None:
-        """Flush every lane now and wait (or drive) until every request has its answer."""
-        self._take_intake(from_outside=True)
+        """Flush every lane now and wait (or drive) until every request has its answer.
+
+        The intake is left to the loop (which flushes what it takes once closed): only the
+        loop may take from it, because a wake-up marker taken anywhere else is lost to a loop
+        about to park in ``receive()``, which then sleeps through the close (until its next
+        deadline, or for ever with none).
+        """
         self._lanes.flush_all(anyio.current_time())
         self._queue_flushed()
         self.poke()

@@ -491,7 +491,9 @@ class JobRunner:
                 if job.abandoned and not job.slots:
                     continue
             if record.next_poll_at is None:
-                record.next_poll_at = anyio.current_time() + config.poll_interval_seconds
+                # resumed from the journal: the old schedule was on another process's clock,
+                # and the batch may have ended long ago; ask now, not a poll interval later
+                record.next_poll_at = anyio.current_time()
             wake_at = record.next_poll_at
             if job.overdue_at is not None and not record.cancel_sent:
                 wake_at = min(wake_at, job.overdue_at)

@@ -25,7 +25,7 @@ from autobatcher import (
 )
 from autobatcher.testing import IN_PROCESS_BASE_URL, Emulator
 
-from ._support import API_KEY, chat
+from ._support import API_KEY, chat, virtual_time
 
 LONG_WINDOW = 3600.0  # lanes flush only by size or at close: the test decides when
 
@@ -264,3 +264,64 @@ async def test_closed_by_you_and_aborted_while_waiting_are_told_apart() -> None:
         await client.chat.completions.create(**chat("too late"))
     assert not isinstance(refused.value, RequestAbortedError)
     assert emulator.stats().total_executions == 0
+
+
+class _GatedIntake:
+    """The engine's intake stream, except that once armed, ``receive()`` first waits at a
+    gate: the engine's loop is held where it has decided to wait for work but is not parked
+    yet (anyio's ``receive()`` passes a checkpoint there, where any other task may run)."""
+
+    def __init__(self, intake: Any) -> None:
+        self._intake = intake
+        self.armed = False
+        self.reached = anyio.Event()
+        self.gate = anyio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._intake, name)
+
+    async def receive(self) -> Any:
+        if self.armed:
+            self.armed = False
+            self.reached.set()
+            await self.gate.wait()
+        return await self._intake.receive()
+
+
+@pytest.mark.anyio
+@virtual_time()
+@pytest.mark.parametrize("mode", ["run", "plain"])
+async def test_a_wake_up_is_not_lost_while_the_engine_is_about_to_wait(
+    mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wake-up that comes while the engine's loop is about to wait must still wake it, even
+    when close() runs in between. (close() used to take the intake's wake-up marker itself:
+    the loop then slept through the close, until the window here; forever with no request,
+    the run-mode hang once seen on trio under load.)"""
+    emulator = Emulator(api_key=API_KEY)
+    client = plain_client(emulator, batch_window_seconds=LONG_WINDOW)
+    engine = client._engine
+    intake = _GatedIntake(engine._intake_rx)
+    monkeypatch.setattr(engine, "_intake_rx", intake)
+    answers: list[str | None] = []
+
+    async def ask() -> None:
+        reply = await client.chat.completions.create(**chat("q"))
+        answers.append(reply.choices[0].message.content)
+
+    started = anyio.current_time()
+    async with anyio.create_task_group() as tg:
+        if mode == "run":
+            await tg.start(client.run)
+        tg.start_soon(ask)
+        await anyio.wait_all_tasks_blocked()  # the request waits in its lane (an hour)
+        intake.armed = True
+        engine.poke()  # the loop goes round and stops at the gate
+        await intake.reached.wait()
+        engine.poke()  # a wake-up (a job ended, say) while the loop is not parked yet
+        tg.start_soon(client.close)
+        await anyio.wait_all_tasks_blocked()
+        intake.gate.set()
+    assert answers == ["q"]
+    # the close flushed the lane at once, not when its hour was up (virtual time: exact)
+    assert anyio.current_time() - started < LONG_WINDOW

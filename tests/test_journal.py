@@ -1,9 +1,10 @@
 """The journal: re-running collects what was paid for, and a kill at any point pays nothing twice.
 
-The kill tests run the client in a child process (``tests/_journal_child.py``) against the
-emulator served on 127.0.0.1 by the test, SIGKILL it at a point of the batch lifecycle, run
-the same program again, and check with the emulator's own counts that every request was
-answered once, none was executed twice, and no batch was created twice.
+The kill tests run the client in a child process (``tests/_journal_child.py``, forked from a
+fork server that has imported it) against the emulator served on 127.0.0.1 in a process of
+its own, SIGKILL it at a point of the batch lifecycle, run the same program again, and check
+with the emulator's own counts that every request was answered once, none was executed twice,
+and no batch was created twice.
 """
 
 from __future__ import annotations
@@ -35,9 +36,9 @@ from autobatcher import (
 from autobatcher._cli import main
 from autobatcher.testing import IN_PROCESS_BASE_URL, Emulator
 
-from ._support import API_KEY, chat
+from ._journal_child import run_child
+from ._support import API_KEY, chat, virtual_time
 
-CHILD = Path(__file__).with_name("_journal_child.py")
 CHILD_KEY = "sk-journal"
 
 
@@ -47,9 +48,7 @@ def journaled(emulator: Emulator, path: Path, **options: Any) -> BatchOpenAI:
         base_url=IN_PROCESS_BASE_URL,
         http_client=httpx.AsyncClient(transport=emulator.transport()),
         journal=path,
-        batch_window_seconds=0.05,
-        poll_interval_seconds=0.02,
-        **options,
+        **{"batch_window_seconds": 0.05, "poll_interval_seconds": 0.02, **options},
     )
 
 
@@ -131,6 +130,33 @@ async def test_a_new_run_attaches_to_the_batch_an_earlier_run_left_running(tmp_p
     assert stats.duplicate_executions == 0
 
 
+@virtual_time()
+@pytest.mark.anyio
+async def test_a_batch_resumed_from_the_journal_is_polled_at_once(tmp_path: Path) -> None:
+    """The earlier run's poll schedule was on its own clock: the next run asks at once
+    instead of waiting a poll interval (an hour here) for a batch that may be long done."""
+    emulator = Emulator(api_key=API_KEY)
+    path = tmp_path / "run.journal"
+    texts = ["a", "b", "c"]
+    submitted = anyio.Event()
+    client = journaled(
+        emulator, path, poll_interval_seconds=3600, event_hook=lambda e: submitted.set()
+    )
+    async with anyio.create_task_group() as tg:
+        async with client:
+            tg.start_soon(ask_until_the_crash, client, texts)
+            await submitted.wait()
+            tg.cancel_scope.cancel()
+
+    async with journaled(emulator, path, poll_interval_seconds=3600) as client:
+        started = anyio.current_time()
+        answers = await ask_all(client, texts)
+        waited = anyio.current_time() - started
+    assert [content for _, content in answers] == texts
+    assert waited < 3600  # virtual time: exact, whatever the machine's load
+    assert emulator.stats().batches_created == 1
+
+
 @pytest.mark.anyio
 async def test_collect_finishes_batches_nobody_asks_for_again(tmp_path: Path) -> None:
     emulator = Emulator(api_key=API_KEY, lines_per_second=20.0)
@@ -207,6 +233,8 @@ def test_a_directory_is_not_a_journal(tmp_path: Path) -> None:
 
 def test_two_processes_one_journal_the_second_is_told_who_holds_it(tmp_path: Path) -> None:
     path = tmp_path / "run.journal"
+    # a documented real sleep: the holder, a process of its own, only holds the journal's
+    # lock until the test kills it (the test waits for its "held", not for any time)
     holder = subprocess.Popen(
         [
             sys.executable,
@@ -251,11 +279,17 @@ KILL_POINTS = [
 ]
 
 
+def emulate_command(flags: tuple[str, ...], lines_per_second: float | None) -> list[str]:
+    args = [sys.executable, "-m", "autobatcher", "emulate", "--port", "0", "--api-key", CHILD_KEY]
+    if lines_per_second is not None:
+        args += ["--lines-per-second", str(lines_per_second)]
+    return [*args, *flags]
+
+
 @asynccontextmanager
-async def emulator_process(*flags: str) -> AsyncIterator[str]:
+async def emulator_process(*flags: str, lines_per_second: float | None = 30) -> AsyncIterator[str]:
     """The emulator in a process of its own (``autobatcher emulate``); yields its base URL."""
-    args = [sys.executable, "-m", "autobatcher", "emulate", "--port", "0"]
-    args += ["--api-key", CHILD_KEY, "--lines-per-second", "30", *flags]
+    args = emulate_command(flags, lines_per_second)
     async with await anyio.open_process(args) as process:
         assert process.stdout is not None
         with anyio.fail_after(30):
@@ -281,22 +315,8 @@ async def emulator_stats(base_url: str) -> dict[str, Any]:
 async def _run_child(
     base_url: str, journal: Path, n: int, backend: str, pause: str | None, tag: str = ""
 ) -> str:
-    args = [sys.executable, str(CHILD), base_url, str(journal), str(n), backend]
-    if pause:
-        args.append(pause)
-    env = {**os.environ, "PYTHONPATH": str(CHILD.parent.parent), "AB_CHILD_TAG": tag}
-    async with await anyio.open_process(args, env=env) as process:
-        assert process.stdout is not None
-        buffered = b""
-        with anyio.fail_after(60):  # a hang guard only
-            async for chunk in process.stdout:
-                buffered += chunk
-                if pause and f"PAUSED {pause}".encode() in buffered:
-                    process.kill()  # SIGKILL: no cleanup of any kind runs
-                    await process.wait()
-                    return "killed"
-            await process.wait()
-        return buffered.decode()
+    """The child program once (see ``_journal_child.run_child``), from an async test."""
+    return await anyio.to_thread.run_sync(run_child, base_url, str(journal), n, backend, pause, tag)
 
 
 def _answers(output: str) -> dict[int, str]:
@@ -305,10 +325,9 @@ def _answers(output: str) -> dict[int, str]:
 
 
 @contextmanager
-def emulator_process_sync(*flags: str) -> Iterator[str]:
+def emulator_process_sync(*flags: str, lines_per_second: float | None = 30) -> Iterator[str]:
     """``emulator_process`` for synchronous tests (and module fixtures)."""
-    args = [sys.executable, "-m", "autobatcher", "emulate", "--port", "0"]
-    args += ["--api-key", CHILD_KEY, "--lines-per-second", "30", *flags]
+    args = emulate_command(flags, lines_per_second)
     process = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
     try:
         assert process.stdout is not None
@@ -325,32 +344,10 @@ def emulator_process_sync(*flags: str) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def shared_emulator() -> Iterator[str]:
     """One emulator process for the kill tests (each asks its own questions): its start-up
-    is most of what a fresh one per test would cost."""
-    with emulator_process_sync() as base_url:
+    is most of what a fresh one per test would cost. 120 lines a second: a batch of 12
+    still runs when its program is killed polling it, and is done 0.1 s later."""
+    with emulator_process_sync(lines_per_second=120) as base_url:
         yield base_url
-
-
-def run_child_sync(base_url: str, journal: Path, n: int, pause: str | None) -> str:
-    """The child program on asyncio; with ``pause``, SIGKILLed there ("killed")."""
-    args = [sys.executable, str(CHILD), base_url, str(journal), str(n), "asyncio"]
-    env = {**os.environ, "PYTHONPATH": str(CHILD.parent.parent)}
-    process = subprocess.Popen(
-        [*args, *([pause] if pause else [])], stdout=subprocess.PIPE, env=env
-    )
-    assert process.stdout is not None
-    try:
-        output = b""
-        for line in process.stdout:
-            output += line
-            if pause and line.startswith(f"PAUSED {pause}".encode()):
-                process.kill()
-                return "killed"
-        process.wait(timeout=60)
-        return output.decode()
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait()
 
 
 def stats_sync(base_url: str) -> dict[str, Any]:
@@ -435,9 +432,11 @@ def test_the_journal_command_shows_collects_exports_and_prunes(
     monkeypatch.setenv("OPENAI_API_KEY", CHILD_KEY)
     journal = tmp_path / "run.journal"
     exported = tmp_path / "out.jsonl"
-    with emulator_process_sync() as base_url:
-        # a program dies with its batch running upstream
-        assert run_child_sync(base_url, journal, 12, "poll") == "killed"
+    # every line runs at once: the batch is done upstream when the program dies polling it,
+    # so collect's first poll finds it so (its next would come the default 5 s later)
+    with emulator_process_sync(lines_per_second=None) as base_url:
+        # a program dies polling its batch
+        assert run_child(base_url, str(journal), 12, "asyncio", "poll") == "killed"
         before = journal_cli(capsys, journal, "status")
         assert before["waiting"] == 12
         assert before["jobs_by_phase"] == {"submitted": 1}
@@ -466,8 +465,8 @@ def test_the_journal_command_cancels_what_an_earlier_run_left_running(
 ) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", CHILD_KEY)
     journal = tmp_path / "run.journal"
-    with emulator_process_sync("--lines-per-second", "0.5") as base_url:
-        assert run_child_sync(base_url, journal, 12, "poll") == "killed"
+    with emulator_process_sync(lines_per_second=0.5) as base_url:
+        assert run_child(base_url, str(journal), 12, "asyncio", "poll") == "killed"
         (job,) = journal_cli(capsys, journal, "list")
         cancelled = journal_cli(capsys, journal, "cancel")
         assert cancelled == {"cancelled": [job["batch_id"]], "failed": {}}

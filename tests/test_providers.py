@@ -40,7 +40,7 @@ from autobatcher._wire import Wire
 from autobatcher.testing import Emulator, EmulatorConfig, emulator_client
 from autobatcher.types import ChatCompletion, CreateEmbeddingResponse
 
-from ._support import API_KEY, FAST, Recorder, chat, gather
+from ._support import API_KEY, FAST, Recorder, chat, gather, virtual_time
 
 FLAVOURS: tuple[ProviderName, ...] = (
     "openai",
@@ -378,6 +378,7 @@ def _jsonl(*texts: str, url: str = "/v1/chat/completions") -> bytes:
 
 
 @pytest.mark.anyio
+@virtual_time()  # the file's "pending" spell (0.05 s) passes by a virtual-time sleep
 async def test_azure_dialect() -> None:
     async with emulator_client(flavour="azure", api_key=API_KEY) as (emulator, http):
         headers = {"api-key": API_KEY}
@@ -397,7 +398,7 @@ async def test_azure_dialect() -> None:
             "/openai/v1/batches", headers=headers, json={**create, "endpoint": "/chat/completions"}
         )
         assert early.status_code == 400 and early.json()["error"]["code"] == "invalid_file_status"
-        await anyio.sleep(0.06)
+        await anyio.sleep(0.06)  # virtual time
         ready = await http.get(f"/openai/v1/files/{file['id']}", headers=headers)
         assert ready.json()["status"] == "processed"
         versioned = await http.post(
