@@ -140,6 +140,11 @@ class BulkResult:
     url: str | None = None
     line_id: str | None = None
     _parsed: Any = attrs.field(default=None, init=False, eq=False, repr=False)
+    #: a 2xx result line of the documented layout, and where its custom_id's JSON string
+    #: starts and ends in it: its output line is that line under the key, without re-encoding
+    _raw_line: tuple[bytes, int, int] | None = attrs.field(
+        default=None, init=False, eq=False, repr=False
+    )
 
     @property
     def ok(self) -> bool:
@@ -175,6 +180,17 @@ class BulkResult:
         if self.error is not None and response is None:
             error = {"code": self.error.code, "message": self.error.message}
         return {"id": self.line_id, "custom_id": self.key, "response": response, "error": error}
+
+    def output_line_bytes(self) -> bytes:
+        """:meth:`output_line` as compact JSON bytes (no newline). A success line of the
+        documented layout (``id``, ``custom_id``, ``response``, ``"error": null``, in that
+        order) is the server's own line with its ``custom_id`` replaced by the key: the same
+        JSON, made without decoding and encoding the body again."""
+        raw = self._raw_line
+        if raw is not None:
+            line, start, end = raw
+            return b"".join((line[:start], _encode_key(self.key).encode(), line[end:]))
+        return _encode_output(self.output_line()).encode()
 
 
 class _HandedOver:
@@ -782,8 +798,9 @@ def _result_of_line(slot: BulkSlot, line: bytes, batch_id: str | None) -> BulkRe
     body: dict[str, Any] | None = None
     line_id: str | None = None
     envelope = _success_envelope(line)
+    splice: tuple[bytes, int, int] | None = None
     if envelope is not None:
-        line_id, status, request_id, body = envelope
+        line_id, status, request_id, body, splice = envelope
     else:
         try:
             data = json.loads(line)
@@ -813,7 +830,7 @@ def _result_of_line(slot: BulkSlot, line: bytes, batch_id: str | None) -> BulkRe
             error = exc
         if error is None:  # pragma: no cover - decode_result raises for every such line
             error = APIError("the result line has no usable response", custom_id=key)
-    return BulkResult(
+    result = BulkResult(
         key=key,
         index=slot.index,
         status_code=status,
@@ -825,31 +842,56 @@ def _result_of_line(slot: BulkSlot, line: bytes, batch_id: str | None) -> BulkRe
         url=slot.endpoint,
         line_id=line_id,
     )
+    if splice is not None and error is None:
+        object.__setattr__(result, "_raw_line", splice)
+    return result
 
 
 # The documented layout of a 2xx result line, read by one anchored match (as
-# ``_jsonl._SUCCESS_PREFIX``, with the id, status and request id captured): only the body is
-# then parsed. Any other layout takes the full parse.
+# ``_jsonl._SUCCESS_PREFIX``, with the id, custom_id, status and request id captured): only
+# the body is then parsed. Any other layout takes the full parse.
+_WS = rb"[ \t\n\r]*"  # JSON's own whitespace (``\s`` would let through more)
 _SUCCESS_ENVELOPE = re.compile(
-    r'\{\s*"id"\s*:\s*"([^"\\]*)"\s*,\s*"custom_id"\s*:\s*"[^"\\]*"\s*,'
-    r'\s*"response"\s*:\s*\{\s*"status_code"\s*:\s*(2\d\d)\s*,'
-    r'\s*"request_id"\s*:\s*(?:"([^"\\]*)"|null)\s*,\s*"body"\s*:\s*(?=\{)'
+    rb'\{%(ws)s"id"%(ws)s:%(ws)s"([^"\\]*)"%(ws)s,%(ws)s"custom_id"%(ws)s:%(ws)s("[^"\\]*")%(ws)s,'
+    rb'%(ws)s"response"%(ws)s:%(ws)s\{%(ws)s"status_code"%(ws)s:%(ws)s(2\d\d)%(ws)s,'
+    rb'%(ws)s"request_id"%(ws)s:%(ws)s(?:"([^"\\]*)"|null)%(ws)s,%(ws)s"body"%(ws)s:%(ws)s(?=\{)'
+    % {b"ws": _WS}
+)
+# What may follow the body for the line to be exactly an output line's fields: the end of
+# ``response``, then ``"error": null``, then the end of the line.
+_ENVELOPE_END = re.compile(
+    r'{ws}\}}{ws},{ws}"error"{ws}:{ws}null{ws}\}}{ws}\Z'.format(ws=_WS.decode())
 )
 _raw_decode = json.JSONDecoder().raw_decode
+_encode_key = json.JSONEncoder().encode
+_encode_output = json.JSONEncoder(separators=(",", ":")).encode
 
 
-def _success_envelope(line: bytes) -> tuple[str, int, str | None, dict[str, Any]] | None:
-    try:
-        text = line.decode()
-    except UnicodeDecodeError:
-        return None
-    match = _SUCCESS_ENVELOPE.match(text)
+def _success_envelope(
+    line: bytes,
+) -> tuple[str, int, str | None, dict[str, Any], tuple[bytes, int, int] | None] | None:
+    """A 2xx line of the documented layout: its id, status, request id and body, and (when
+    nothing but ``"error": null`` follows the body) the line and its custom_id's span."""
+    match = _SUCCESS_ENVELOPE.match(line)
     if match is None:
         return None
     try:
-        body, _end = _raw_decode(text, match.end())
-    except ValueError:
+        rest = line[match.end() :].decode()
+        line_id = match.group(1).decode()
+        request_id = match.group(4)
+        body, end = _raw_decode(rest)
+    except ValueError:  # (UnicodeDecodeError is one)
         return None
     if not isinstance(body, dict):
         return None
-    return match.group(1), int(match.group(2)), match.group(3), body
+    splice = None
+    if _ENVELOPE_END.match(rest, end) is not None:
+        start, stop = match.span(2)
+        splice = (line.rstrip(b" \t\n\r"), start, stop)
+    return (
+        line_id,
+        int(match.group(3)),
+        None if request_id is None else request_id.decode(),
+        body,
+        splice,
+    )

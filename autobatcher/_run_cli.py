@@ -92,7 +92,6 @@ _STATE_SECONDS = 2.0
 _READ_CHUNK_LINES = 2000
 _FULL_COLLECTION_EVERY = 50_000
 #: one output line's JSON (compact, as the Batch API writes it)
-_encode = json.JSONEncoder(separators=(",", ":")).encode
 
 
 class RunRefused(AutobatcherError):
@@ -754,9 +753,8 @@ class _Job:
             else:
                 progress.not_run += 1
             return
-        line = result.output_line()
         assert self.output is not None
-        self.output.add(_encode(line).encode() + b"\n")
+        self.output.add(result.output_line_bytes() + b"\n")
         progress.done += 1
         if not result.ok:
             progress.failed += 1

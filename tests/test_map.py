@@ -196,6 +196,10 @@ async def test_other_endpoints_and_the_journal_format_of_results() -> None:
     assert out["id"] == completion.line_id and completion.line_id
     assert completion.custom_id and completion.custom_id != "c"  # the wire id is ours
     json.dumps(out)
+    # the bytes form is the same JSON (spliced from the server's line, not re-encoded)
+    for result in (embedding, completion):
+        assert json.loads(result.output_line_bytes()) == result.output_line()
+    assert b'"custom_id":"c"' in completion.output_line_bytes()
 
 
 # -- bad items, failed lines -----------------------------------------------------------------------
@@ -267,6 +271,8 @@ async def test_bad_items_and_failed_lines_get_their_own_typed_errors() -> None:
     assert filtered.error.code == "content_filter" and filtered.status_code is None
     assert filtered.output_line()["error"]["code"] == "content_filter"
     assert moderated.ok and moderated.body is not None
+    for result in got:  # failed and refused ones are encoded from output_line()
+        assert json.loads(result.output_line_bytes()) == result.output_line()
     # the bad items were never sent; the good and failing ones once each
     assert server.emulator.stats().total_executions == 5
 
@@ -657,3 +663,39 @@ async def test_reading_many_answers_at_once_gives_what_reading_each_gives(tmp_pa
     assert many[-2] is None and all(line is not None for line in many[:-2])
     for custom_id, found in zip(ids[::-1], many[:-2], strict=True):
         assert found is not None and f'"custom_id":"{custom_id}"'.encode() in found
+
+
+def test_output_line_bytes_splices_only_a_line_of_the_documented_layout() -> None:
+    from autobatcher._bulk import _result_of_line
+
+    class FakeSlot:
+        key = 'k "quoted" \u00e9'
+        index = 0
+        custom_id = "wire-1"
+        endpoint = CHAT
+
+    body = '{"choices":[{"message":{"content":"\u00e9 \\"x\\""}}],"n":1.5}'
+    lines = {
+        "compact": '{"id":"b1","custom_id":"wire-1","response":{"status_code":200,'
+        f'"request_id":"q","body":{body}}},"error":null}}',
+        "spaced, null request id": '{ "id" : "b1", "custom_id": "wire-1", "response": '
+        f'{{"status_code": 201, "request_id": null, "body": {body} }} , "error" : null }}\r\n',
+        "no error field": '{"id":"b1","custom_id":"wire-1","response":{"status_code":200,'
+        f'"request_id":"q","body":{body}}}}}',
+        "an extra field": '{"id":"b1","custom_id":"wire-1","response":{"status_code":200,'
+        f'"request_id":"q","body":{body}}},"error":null,"extra":1}}',
+        "fields in another order": '{"custom_id":"wire-1","id":"b1","response":{"status_code"'
+        f':200,"request_id":"q","body":{body}}},"error":null}}',
+        "a vertical tab is not JSON whitespace": '{"id":"b1",\v"custom_id":"wire-1",'
+        f'"response":{{"status_code":200,"request_id":"q","body":{body}}},"error":null}}',
+    }
+    for name, text in lines.items():
+        result = _result_of_line(FakeSlot(), text.encode(), "batch_1")  # type: ignore[arg-type]
+        out = result.output_line_bytes()
+        assert b"\n" not in out and b"wire-1" not in out, name
+        assert json.loads(out) == result.output_line(), name
+        assert result.output_line()["custom_id"] == FakeSlot.key, name
+        # (a vertical tab is not JSON: that line is an error, never spliced)
+        assert result.ok == (name != "a vertical tab is not JSON whitespace"), name
+        spliced = result._raw_line is not None
+        assert spliced == (name in ("compact", "spaced, null request id")), name
