@@ -119,6 +119,27 @@ class BulkRequest:
 
 
 @attrs.frozen
+class _EncodedRequest(BulkRequest):
+    """A :class:`BulkRequest` with its body's canonical JSON made beforehand, off the event
+    loop (``autobatcher run`` makes it in its reader thread, see :func:`encoded_request`): the
+    map takes that text as the body's encoding and exact size instead of measuring and
+    encoding the body itself."""
+
+    body_text: str = ""
+
+
+def encoded_request(key: str, url: str, body: Mapping[str, Any]) -> BulkRequest:
+    """``BulkRequest(key, url, body)`` with its body's canonical JSON made now (call it in a
+    worker thread); a body that cannot be encoded gives a plain ``BulkRequest``, which the map
+    then refuses with its ``invalid_body`` error."""
+    try:
+        body_text = encode_canonical_body(body)
+    except TypeError:
+        return BulkRequest(key, url, body)
+    return _EncodedRequest(key, url, body, body_text=body_text)
+
+
+@attrs.frozen
 class BulkResult:
     """One answer of ``client.map()``: the item's key and position, and its response or error.
 
@@ -609,9 +630,14 @@ class BulkMap:
             )
         client = self._client
         cap = client.config.max_batch_bytes
-        at_least = encoded_size_at_least(body, cap)
-        if cap >= at_least > cap // MAX_INFLATION:
-            at_least = encoded_size_at_least(body, cap, measure_text=True)
+        # (canonical JSON is ASCII: its length is its size in bytes)
+        body_text = raw.body_text if isinstance(raw, _EncodedRequest) else None
+        if body_text is not None:
+            at_least = len(body_text)
+        else:
+            at_least = encoded_size_at_least(body, cap)
+            if cap >= at_least > cap // MAX_INFLATION:
+                at_least = encoded_size_at_least(body, cap, measure_text=True)
         too_large = at_least > cap
         line = b""
         custom_id = ""
@@ -620,9 +646,13 @@ class BulkMap:
             try:
                 if journal is None:
                     custom_id = client._engine.next_custom_id()
-                    line = encode_line(custom_id, endpoint.path, body)
+                    if body_text is None:
+                        line = encode_line(custom_id, endpoint.path, body)
+                    else:
+                        line = assemble_line(custom_id, endpoint.path, body_text)
                 else:
-                    body_text = encode_canonical_body(body)
+                    if body_text is None:
+                        body_text = encode_canonical_body(body)
                     custom_id = journal.item_custom_id(endpoint.path, body_text, key)
                     line = assemble_line(custom_id, endpoint.path, body_text)
             except TypeError as exc:

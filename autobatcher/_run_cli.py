@@ -36,7 +36,7 @@ import anyio
 import attrs
 import httpx
 
-from ._bulk import BulkRequest, BulkResult, InvalidBulkRequestError
+from ._bulk import BulkRequest, BulkResult, InvalidBulkRequestError, encoded_request
 from ._bulk_io import (
     InputChunk,
     InputFingerprint,
@@ -690,7 +690,8 @@ class _Feed:
     def _read(self) -> tuple[InputChunk, list[BulkRequest]]:
         """The next chunk, as the items to hand over (in the worker thread)."""
         chunk = self._reader.read_chunk(_READ_CHUNK_LINES)
-        items = [BulkRequest(r.custom_id, r.url, r.body) for r in chunk.requests]
+        # (the bodies' canonical JSON is made here, off the event loop, once: the map takes it)
+        items = [encoded_request(r.custom_id, r.url, r.body) for r in chunk.requests]
         return chunk, items
 
     def __aiter__(self) -> _Feed:

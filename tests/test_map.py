@@ -699,3 +699,40 @@ def test_output_line_bytes_splices_only_a_line_of_the_documented_layout() -> Non
         assert result.ok == (name != "a vertical tab is not JSON whitespace"), name
         spliced = result._raw_line is not None
         assert spliced == (name in ("compact", "spaced, null request id")), name
+
+
+async def test_pre_encoded_items_are_the_same_requests_as_plain_ones(tmp_path: Path) -> None:
+    # autobatcher run encodes bodies in its reader thread (encoded_request): with a journal
+    # an item's identity must not depend on which form it came in, or a re-run of a job
+    # started by a program would send everything again
+    from autobatcher._bulk import _EncodedRequest, encoded_request
+
+    def items(pre_encoded: bool) -> list[BulkRequest]:
+        make = encoded_request if pre_encoded else BulkRequest
+        return [make(f"k{i}", CHAT, chat(f"m{i}") | {"temperature": 0.5}) for i in range(6)]
+
+    assert all(isinstance(item, _EncodedRequest) for item in items(True))
+    unencodable = encoded_request("nan", CHAT, chat("x") | {"temperature": float("nan")})
+    assert type(unencodable) is BulkRequest  # left to the map to refuse
+    huge = encoded_request("huge", CHAT, chat("x" * 5000))
+    async with in_process() as server:
+        options = server.options(max_batch_bytes=4000, journal=tmp_path / "pre.journal")
+        async with open_batcher(**options) as client:
+            async with client.map([*items(True), unencodable, huge], ordered=True) as results:
+                first = [r async for r in results]
+        assert [content(r) for r in first[:6]] == [f"m{i}" for i in range(6)]
+        assert isinstance(first[6].error, InvalidBulkRequestError)
+        assert first[6].error.code == "invalid_body"
+        assert isinstance(first[7].error, InvalidBulkRequestError)
+        assert first[7].error.code == "request_too_large"
+        async with open_batcher(**options) as client:
+            async with client.map(items(False), ordered=True) as results:
+                again = [r async for r in results]
+        assert [r.custom_id for r in again] == [r.custom_id for r in first[:6]]
+        assert [content(r) for r in again] == [f"m{i}" for i in range(6)]
+        assert server.emulator.stats().total_executions == 6  # recalled, not sent again
+    async with in_process() as server:  # without a journal the pre-encoded text is sent
+        async with open_batcher(**server.options()) as client:
+            async with client.map(items(True), ordered=True) as results:
+                plain = [content(r) async for r in results]
+        assert plain == [f"m{i}" for i in range(6)]
