@@ -753,6 +753,46 @@ class BulkMap:
         return _result_of(item)
 
 
+@attrs.frozen
+class BatchProgress:
+    """One batch running upstream, in :attr:`BulkProgress.batches`.
+
+    ``status`` is the last status the client saw (``validating``, ``in_progress``,
+    ``finalizing``, …; ``None`` before its first poll in this process), ``requests`` the
+    batch's lines, ``waiting`` those of the client's requests still waiting for their answer
+    from it (fewer as its results are downloaded; none for a batch an earlier run left that
+    no item of this run has attached to yet).
+    """
+
+    batch_id: str
+    status: str | None
+    requests: int
+    waiting: int
+
+
+@attrs.frozen
+class BulkProgress:
+    """Where a map's requests stand at one moment: :meth:`BulkResults.progress`.
+
+    The map's own counts: ``read`` (items read from the input), ``delivered`` (results handed
+    to you) and ``outstanding`` (read, not yet handed over). The client's, across all it was
+    given (this map's items, and any other map's or ``create()`` call's on the same client):
+    ``queued`` (waiting in a lane for its batch to fill or its window to close), ``uploading``
+    (in a batch job being uploaded or created, not yet a batch upstream), ``in_batches``
+    (waiting for an answer from a batch upstream) and ``batches`` (those batches). An item
+    that is none of these is answered and on its way to you, refused (a bad item), or being
+    answered from the journal.
+    """
+
+    read: int
+    delivered: int
+    outstanding: int
+    queued: int
+    uploading: int
+    in_batches: int
+    batches: tuple[BatchProgress, ...]
+
+
 class BulkResults:
     """What ``async with client.map(...) as results`` gives: an async iterator of results."""
 
@@ -776,6 +816,27 @@ class BulkResults:
     def outstanding(self) -> int:
         """Items read and not yet handed over (at most ``max_in_flight``)."""
         return self._bulk.outstanding
+
+    @property
+    def delivered(self) -> int:
+        """Results handed over so far."""
+        return self._bulk.delivered
+
+    def progress(self) -> BulkProgress:
+        """Where the requests stand now (see :class:`BulkProgress`): counts only, made in one
+        pass over the client's running batch jobs; cheap enough to call a few times a
+        second."""
+        bulk = self._bulk
+        where = bulk._client._engine.whereabouts()
+        return BulkProgress(
+            read=bulk.read,
+            delivered=bulk.delivered,
+            outstanding=bulk.outstanding,
+            queued=where.queued,
+            uploading=where.uploading,
+            in_batches=where.in_batches,
+            batches=tuple(BatchProgress(*batch) for batch in where.batches),
+        )
 
 
 def _invalid(key: str, index: int, code: str, message: str) -> BulkResult:

@@ -30,6 +30,7 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import anyio
 import anyio.abc
@@ -55,6 +56,18 @@ from ._wire import Wire
 __all__ = ["Engine"]
 
 logger = logging.getLogger("autobatcher")
+
+
+class Whereabouts(NamedTuple):
+    """:meth:`Engine.whereabouts`: requests in lanes or the intake (``queued``), in flushed
+    jobs not yet a batch upstream (``uploading``), waiting on batches upstream
+    (``in_batches``), and those batches as (batch id, last status seen or None, lines,
+    requests still waiting)."""
+
+    queued: int
+    uploading: int
+    in_batches: int
+    batches: list[tuple[str, str | None, int, int]]
 
 
 class Engine:
@@ -332,6 +345,29 @@ class Engine:
     def has_abandoned(self) -> bool:
         """Whether a batch every caller left is still to be cancelled upstream."""
         return any(job.abandoned for job in self._jobs.values())
+
+    def whereabouts(self) -> Whereabouts:
+        """Where the requests taken in stand now (see ``BulkProgress``): one pass over the
+        running jobs, no I/O."""
+        flushed = 0
+        not_uploaded = 0
+        waiting = 0
+        batches: list[tuple[str, str | None, int, int]] = []
+        for job in self._jobs.values():
+            record = job.record
+            if record.phase < Phase.SUBMITTED:
+                size = job.size
+                flushed += size
+                if record.phase < Phase.UPLOADED:
+                    not_uploaded += size
+            elif record.phase == Phase.SUBMITTED and record.batch_id is not None:
+                waiting += len(job.slots)
+                status = job.batch.status if job.batch is not None else None
+                batches.append((record.batch_id, status, job.size, len(job.slots)))
+        # lanes.pending counts the requests not uploaded, in open lanes and flushed jobs
+        backlog = self._intake_rx.statistics().current_buffer_used
+        queued = max(0, self._lanes.pending - not_uploaded) + backlog
+        return Whereabouts(queued, flushed, waiting, batches)
 
     # -- waiting ---------------------------------------------------------------------------------
 

@@ -36,7 +36,13 @@ import anyio
 import attrs
 import httpx
 
-from ._bulk import BulkRequest, BulkResult, InvalidBulkRequestError, encoded_request
+from ._bulk import (
+    BulkRequest,
+    BulkResult,
+    BulkResults,
+    InvalidBulkRequestError,
+    encoded_request,
+)
 from ._bulk_io import (
     InputChunk,
     InputFingerprint,
@@ -729,6 +735,7 @@ class _Job:
         self.lines = array("q")
         self.tokens_by_model: dict[str, list[int]] = {}
         self.client: Any = None
+        self.results: BulkResults | None = None
         self.output: OutputWriter | None = None
         self.errors_file: IO[bytes] | None = None
         self._errors: list[bytes] = []
@@ -931,6 +938,7 @@ async def _run_locked(
                 async def take_results() -> None:
                     feed = _Feed(reader, job)
                     async with client.map(feed, max_in_flight=in_flight) as results:
+                        job.results = results
                         collect_every = options.collect_every or 0
                         taken = 0
                         async for result in results:
@@ -1031,34 +1039,18 @@ async def _report(job: _Job, err: TextIO) -> None:
 
 def _count_waiting(job: _Job) -> None:
     """How many requests wait in lanes (queued) and in flushed jobs not yet a batch upstream
-    (uploading).
-
-    ``client.map()`` says how many items are outstanding, not where they are, so this reads
-    the engine's state: its lanes' count of requests not uploaded, its intake stream's
-    backlog and its flushed jobs. A read of private state, kept to this one function: if the
-    engine is not shaped as expected, both are shown as unknown.
-    """
+    (uploading), from the map's progress; before the map is open, unknown."""
     progress = job.progress
-    engine = getattr(job.client, "_engine", None)
-    jobs = getattr(engine, "_jobs", None)
-    pending = getattr(getattr(engine, "_lanes", None), "pending", None)
-    intake = getattr(engine, "_intake_rx", None)
-    if not isinstance(jobs, dict) or not isinstance(pending, int) or intake is None:
+    results = job.results
+    if results is None:
         progress.queued = progress.uploading = None
         return
-    from ._job import Phase
-
-    for running in jobs.values():
+    now = results.progress()
+    for batch in now.batches:
         # a batch an earlier run left upstream sends no event until its status changes
-        batch_id = running.record.batch_id
-        if running.record.phase == Phase.SUBMITTED and batch_id is not None:
-            status = getattr(running.batch, "status", None)
-            progress.adopt_batch(batch_id, status or "in_progress", running.size)
-    flushed = [j for j in jobs.values() if j.record.phase < Phase.SUBMITTED]
-    progress.uploading = sum(j.size for j in flushed)
-    not_uploaded = sum(j.size for j in flushed if j.record.phase < Phase.UPLOADED)
-    backlog = intake.statistics().current_buffer_used
-    progress.queued = max(0, pending - not_uploaded) + backlog
+        progress.adopt_batch(batch.batch_id, batch.status or "in_progress", batch.requests)
+    progress.queued = now.queued
+    progress.uploading = now.uploading
 
 
 async def _flush_if_due(job: _Job) -> None:

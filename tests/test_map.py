@@ -736,3 +736,49 @@ async def test_pre_encoded_items_are_the_same_requests_as_plain_ones(tmp_path: P
             async with client.map(items(True), ordered=True) as results:
                 plain = [content(r) async for r in results]
         assert plain == [f"m{i}" for i in range(6)]
+
+
+async def test_progress_says_where_the_requests_stand() -> None:
+    now = [0.0]
+    more = anyio.Event()
+
+    async def requests() -> AsyncIterator[dict[str, Any]]:
+        for i in range(25):
+            yield line(i)
+        await more.wait()  # the input stays open: its last 5 wait in their lane's window
+
+    async with in_process(clock=lambda: now[0], validation_seconds=100.0) as server:
+        options = server.options(
+            batch_size=10, batch_window_seconds=3600.0, poll_interval_seconds=0.01
+        )
+        async with open_batcher(**options) as client:
+            async with client.map(requests()) as results:
+                await anyio.wait_all_tasks_blocked()
+                start = results.progress()
+                assert (start.read, start.delivered, start.outstanding) == (25, 0, 25)
+                assert (start.queued, start.uploading, start.in_batches) == (5, 0, 20)
+                assert sorted(b.batch_id for b in start.batches) == sorted(server.emulator.batches)
+                assert [(b.status, b.requests, b.waiting) for b in start.batches] == [
+                    ("validating", 10, 10),
+                    ("validating", 10, 10),
+                ]
+                now[0] += 1000.0  # the two batches complete at their next poll
+                taken = [await results.__anext__() for _ in range(20)]
+                assert all(r.ok for r in taken)
+                middle = results.progress()
+                assert (middle.read, middle.delivered, middle.outstanding) == (25, 20, 5)
+                assert (middle.queued, middle.uploading, middle.in_batches) == (5, 0, 0)
+                assert middle.batches == ()
+                more.set()  # the input ends: the last lane goes at once
+                await anyio.wait_all_tasks_blocked()
+                last = results.progress()
+                assert (last.queued, last.uploading, last.in_batches) == (0, 0, 5)
+                assert [(b.status, b.requests, b.waiting) for b in last.batches] == [
+                    ("validating", 5, 5)
+                ]
+                now[0] += 1000.0
+                rest = [r async for r in results]
+                end = results.progress()
+            assert len(rest) == 5 and all(r.ok for r in rest)
+            assert (end.read, end.delivered, end.outstanding) == (25, 25, 0)
+            assert (end.queued, end.uploading, end.in_batches, end.batches) == (0, 0, 0, ())
