@@ -18,7 +18,6 @@ to another input.
 from __future__ import annotations
 
 import argparse
-import functools
 import gc
 import json
 import math
@@ -96,7 +95,6 @@ _FLUSH_SECONDS = 0.5
 #: the state file (what ``--status`` shows of a running job) is rewritten this often
 _STATE_SECONDS = 2.0
 _READ_CHUNK_LINES = 2000
-_FULL_COLLECTION_EVERY = 50_000
 #: one output line's JSON (compact, as the Batch API writes it)
 
 
@@ -196,9 +194,6 @@ class RunOptions:
     json: bool = False
     #: the command as typed, for "run it again to finish"
     command: str = ""
-    #: a full garbage collection every this many answers (set when the command tuned the
-    #: process's collector: see ``_tune_gc``)
-    collect_every: int | None = None
 
     @property
     def journal_path(self) -> Path:
@@ -479,7 +474,6 @@ def run_run_command(
         options = options_from_args(args, argv)
         if own_process:
             _tune_gc()
-            options = attrs.evolve(options, collect_every=_FULL_COLLECTION_EVERY)
         summary = anyio.run(_run_with_signals, options, api_key, backend=args.backend)
     except RunRefused as exc:
         print(f"autobatcher run: {exc}", file=sys.stderr)
@@ -513,29 +507,6 @@ def _tune_gc() -> None:
     """
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
-
-
-def _collect_garbage() -> None:
-    """A full collection, then the C allocator asked to give freed memory back to the system
-    (glibc's ``malloc_trim``; elsewhere the collection alone): result lines are freed by the
-    thousand, and their memory would otherwise stay counted in the process's RSS."""
-    gc.collect()
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
-
-
-@functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    try:
-        trim: Callable[[int], int] = ctypes.CDLL(name).malloc_trim
-    except (OSError, AttributeError, TypeError):
-        return None
-    return trim
 
 
 def _resume_command(args: argparse.Namespace, argv: Sequence[str]) -> str:
@@ -939,14 +910,8 @@ async def _run_locked(
                     feed = _Feed(reader, job)
                     async with client.map(feed, max_in_flight=in_flight) as results:
                         job.results = results
-                        collect_every = options.collect_every or 0
-                        taken = 0
                         async for result in results:
                             job.take_result(result)
-                            taken += 1
-                            if taken == collect_every:
-                                taken = 0
-                                _collect_garbage()
                             if on_result is not None:
                                 on_result(progress)
                             if output.pending_bytes >= _FLUSH_BYTES:
