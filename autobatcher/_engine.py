@@ -99,6 +99,8 @@ class Engine:
         self._intake_tx, self._intake_rx = anyio.create_memory_object_stream[Slot | None](
             config.max_queued_requests
         )
+        #: requests in the intake stream's buffer (it also carries wake-ups), for whereabouts()
+        self._in_intake = 0
         #: the enqueued-token ledger, by model: estimated tokens of our started jobs, and the
         #: quota learned from the server's ``token_limit_exceeded`` answers
         self._enqueued: dict[str, int] = {}
@@ -149,6 +151,7 @@ class Engine:
             return False
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             raise ClientClosedError(self.closed_reason or "the client is closed") from None
+        self._in_intake += 1
         return True
 
     async def send(self, slot: Slot) -> None:
@@ -158,6 +161,9 @@ class Engine:
                 await self._intake_tx.send(slot)
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                 raise ClientClosedError(self.closed_reason or "the client is closed") from None
+            # (the loop may have taken it already: the count is briefly one low, never wrong
+            # once both have run)
+            self._in_intake += 1
             return
         # Standalone: no engine task receives, so the blocked callers queue here and whoever
         # drives admits them, first come first served, one per freed place (_admit_waiting);
@@ -365,8 +371,7 @@ class Engine:
                 status = job.batch.status if job.batch is not None else None
                 batches.append((record.batch_id, status, job.size, len(job.slots)))
         # lanes.pending counts the requests not uploaded, in open lanes and flushed jobs
-        backlog = self._intake_rx.statistics().current_buffer_used
-        queued = max(0, self._lanes.pending - not_uploaded) + backlog
+        queued = max(0, self._lanes.pending - not_uploaded) + max(0, self._in_intake)
         return Whereabouts(queued, flushed, waiting, batches)
 
     # -- waiting ---------------------------------------------------------------------------------
@@ -690,7 +695,9 @@ class Engine:
             taken += 1
             if slot is None:
                 wakeups += 1
-            elif slot.outcome is None:
+                continue
+            self._in_intake -= 1
+            if slot.outcome is None:
                 lanes.add(slot, now)
         if wakeups and from_outside:
             try:
@@ -716,6 +723,8 @@ class Engine:
             try:
                 with anyio.move_on_after(timeout):
                     slot = await self._intake_rx.receive()
+                    if slot is not None:
+                        self._in_intake -= 1
                     if slot is not None and slot.outcome is None:
                         self._lanes.add(slot, anyio.current_time())
                     elif self._drain_waiters:
@@ -816,6 +825,8 @@ class Engine:
                 slot = self._intake_rx.receive_nowait()
             except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
                 break
+            if slot is not None:
+                self._in_intake -= 1
             if slot is not None and slot.outcome is None:
                 slot.outcome = RequestAbortedError(f"{reason} before request {slot.custom_id} ran")
                 slot.line = None
