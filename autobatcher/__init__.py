@@ -5,7 +5,15 @@
 response object or typed error. Works identically on asyncio and trio.
 """
 
-from ._bulk import BulkMap, BulkRequest, BulkResult, BulkResults, InvalidBulkRequestError
+from ._bulk import (
+    BatchProgress,
+    BulkMap,
+    BulkProgress,
+    BulkRequest,
+    BulkResult,
+    BulkResults,
+    InvalidBulkRequestError,
+)
 from ._config import BatcherConfig
 from ._errors import (
     APIConnectionError,
@@ -60,9 +68,11 @@ __all__ = [
     "BatchFailedError",
     "BatchLostError",
     "BatchOpenAI",
+    "BatchProgress",
     "BatchRequestError",
     "BatcherConfig",
     "BulkMap",
+    "BulkProgress",
     "BulkRequest",
     "BulkResult",
     "BulkResults",

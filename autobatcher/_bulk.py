@@ -119,6 +119,27 @@ class BulkRequest:
 
 
 @attrs.frozen
+class _EncodedRequest(BulkRequest):
+    """A :class:`BulkRequest` with its body's canonical JSON made beforehand, off the event
+    loop (``autobatcher run`` makes it in its reader thread, see :func:`encoded_request`): the
+    map takes that text as the body's encoding and exact size instead of measuring and
+    encoding the body itself."""
+
+    body_text: str = ""
+
+
+def encoded_request(key: str, url: str, body: Mapping[str, Any]) -> BulkRequest:
+    """``BulkRequest(key, url, body)`` with its body's canonical JSON made now (call it in a
+    worker thread); a body that cannot be encoded gives a plain ``BulkRequest``, which the map
+    then refuses with its ``invalid_body`` error."""
+    try:
+        body_text = encode_canonical_body(body)
+    except TypeError:
+        return BulkRequest(key, url, body)
+    return _EncodedRequest(key, url, body, body_text=body_text)
+
+
+@attrs.frozen
 class BulkResult:
     """One answer of ``client.map()``: the item's key and position, and its response or error.
 
@@ -140,6 +161,11 @@ class BulkResult:
     url: str | None = None
     line_id: str | None = None
     _parsed: Any = attrs.field(default=None, init=False, eq=False, repr=False)
+    #: a 2xx result line of the documented layout, and where its custom_id's JSON string
+    #: starts and ends in it: its output line is that line under the key, without re-encoding
+    _raw_line: tuple[bytes, int, int] | None = attrs.field(
+        default=None, init=False, eq=False, repr=False
+    )
 
     @property
     def ok(self) -> bool:
@@ -175,6 +201,17 @@ class BulkResult:
         if self.error is not None and response is None:
             error = {"code": self.error.code, "message": self.error.message}
         return {"id": self.line_id, "custom_id": self.key, "response": response, "error": error}
+
+    def output_line_bytes(self) -> bytes:
+        """:meth:`output_line` as compact JSON bytes (no newline). A success line of the
+        documented layout (``id``, ``custom_id``, ``response``, ``"error": null``, in that
+        order) is the server's own line with its ``custom_id`` replaced by the key: the same
+        JSON, made without decoding and encoding the body again."""
+        raw = self._raw_line
+        if raw is not None:
+            line, start, end = raw
+            return b"".join((line[:start], _encode_key(self.key).encode(), line[end:]))
+        return _encode_output(self.output_line()).encode()
 
 
 class _HandedOver:
@@ -593,9 +630,14 @@ class BulkMap:
             )
         client = self._client
         cap = client.config.max_batch_bytes
-        at_least = encoded_size_at_least(body, cap)
-        if cap >= at_least > cap // MAX_INFLATION:
-            at_least = encoded_size_at_least(body, cap, measure_text=True)
+        # (canonical JSON is ASCII: its length is its size in bytes)
+        body_text = raw.body_text if isinstance(raw, _EncodedRequest) else None
+        if body_text is not None:
+            at_least = len(body_text)
+        else:
+            at_least = encoded_size_at_least(body, cap)
+            if cap >= at_least > cap // MAX_INFLATION:
+                at_least = encoded_size_at_least(body, cap, measure_text=True)
         too_large = at_least > cap
         line = b""
         custom_id = ""
@@ -604,9 +646,13 @@ class BulkMap:
             try:
                 if journal is None:
                     custom_id = client._engine.next_custom_id()
-                    line = encode_line(custom_id, endpoint.path, body)
+                    if body_text is None:
+                        line = encode_line(custom_id, endpoint.path, body)
+                    else:
+                        line = assemble_line(custom_id, endpoint.path, body_text)
                 else:
-                    body_text = encode_canonical_body(body)
+                    if body_text is None:
+                        body_text = encode_canonical_body(body)
                     custom_id = journal.item_custom_id(endpoint.path, body_text, key)
                     line = assemble_line(custom_id, endpoint.path, body_text)
             except TypeError as exc:
@@ -707,6 +753,46 @@ class BulkMap:
         return _result_of(item)
 
 
+@attrs.frozen
+class BatchProgress:
+    """One batch running upstream, in :attr:`BulkProgress.batches`.
+
+    ``status`` is the last status the client saw (``validating``, ``in_progress``,
+    ``finalizing``, …; ``None`` before its first poll in this process), ``requests`` the
+    batch's lines, ``waiting`` those of the client's requests still waiting for their answer
+    from it (fewer as its results are downloaded; none for a batch an earlier run left that
+    no item of this run has attached to yet).
+    """
+
+    batch_id: str
+    status: str | None
+    requests: int
+    waiting: int
+
+
+@attrs.frozen
+class BulkProgress:
+    """Where a map's requests stand at one moment: :meth:`BulkResults.progress`.
+
+    The map's own counts: ``read`` (items read from the input), ``delivered`` (results handed
+    to you) and ``outstanding`` (read, not yet handed over). The client's, across all it was
+    given (this map's items, and any other map's or ``create()`` call's on the same client):
+    ``queued`` (waiting in a lane for its batch to fill or its window to close), ``uploading``
+    (in a batch job being uploaded or created, not yet a batch upstream), ``in_batches``
+    (waiting for an answer from a batch upstream) and ``batches`` (those batches). An item
+    that is none of these is answered and on its way to you, refused (a bad item), or being
+    answered from the journal.
+    """
+
+    read: int
+    delivered: int
+    outstanding: int
+    queued: int
+    uploading: int
+    in_batches: int
+    batches: tuple[BatchProgress, ...]
+
+
 class BulkResults:
     """What ``async with client.map(...) as results`` gives: an async iterator of results."""
 
@@ -730,6 +816,27 @@ class BulkResults:
     def outstanding(self) -> int:
         """Items read and not yet handed over (at most ``max_in_flight``)."""
         return self._bulk.outstanding
+
+    @property
+    def delivered(self) -> int:
+        """Results handed over so far."""
+        return self._bulk.delivered
+
+    def progress(self) -> BulkProgress:
+        """Where the requests stand now (see :class:`BulkProgress`): counts only, made in one
+        pass over the client's running batch jobs; cheap enough to call a few times a
+        second."""
+        bulk = self._bulk
+        where = bulk._client._engine.whereabouts()
+        return BulkProgress(
+            read=bulk.read,
+            delivered=bulk.delivered,
+            outstanding=bulk.outstanding,
+            queued=where.queued,
+            uploading=where.uploading,
+            in_batches=where.in_batches,
+            batches=tuple(BatchProgress(*batch) for batch in where.batches),
+        )
 
 
 def _invalid(key: str, index: int, code: str, message: str) -> BulkResult:
@@ -782,8 +889,9 @@ def _result_of_line(slot: BulkSlot, line: bytes, batch_id: str | None) -> BulkRe
     body: dict[str, Any] | None = None
     line_id: str | None = None
     envelope = _success_envelope(line)
+    splice: tuple[bytes, int, int] | None = None
     if envelope is not None:
-        line_id, status, request_id, body = envelope
+        line_id, status, request_id, body, splice = envelope
     else:
         try:
             data = json.loads(line)
@@ -813,7 +921,7 @@ def _result_of_line(slot: BulkSlot, line: bytes, batch_id: str | None) -> BulkRe
             error = exc
         if error is None:  # pragma: no cover - decode_result raises for every such line
             error = APIError("the result line has no usable response", custom_id=key)
-    return BulkResult(
+    result = BulkResult(
         key=key,
         index=slot.index,
         status_code=status,
@@ -825,31 +933,56 @@ def _result_of_line(slot: BulkSlot, line: bytes, batch_id: str | None) -> BulkRe
         url=slot.endpoint,
         line_id=line_id,
     )
+    if splice is not None and error is None:
+        object.__setattr__(result, "_raw_line", splice)
+    return result
 
 
 # The documented layout of a 2xx result line, read by one anchored match (as
-# ``_jsonl._SUCCESS_PREFIX``, with the id, status and request id captured): only the body is
-# then parsed. Any other layout takes the full parse.
+# ``_jsonl._SUCCESS_PREFIX``, with the id, custom_id, status and request id captured): only
+# the body is then parsed. Any other layout takes the full parse.
+_WS = rb"[ \t\n\r]*"  # JSON's own whitespace (``\s`` would let through more)
 _SUCCESS_ENVELOPE = re.compile(
-    r'\{\s*"id"\s*:\s*"([^"\\]*)"\s*,\s*"custom_id"\s*:\s*"[^"\\]*"\s*,'
-    r'\s*"response"\s*:\s*\{\s*"status_code"\s*:\s*(2\d\d)\s*,'
-    r'\s*"request_id"\s*:\s*(?:"([^"\\]*)"|null)\s*,\s*"body"\s*:\s*(?=\{)'
+    rb'\{%(ws)s"id"%(ws)s:%(ws)s"([^"\\]*)"%(ws)s,%(ws)s"custom_id"%(ws)s:%(ws)s("[^"\\]*")%(ws)s,'
+    rb'%(ws)s"response"%(ws)s:%(ws)s\{%(ws)s"status_code"%(ws)s:%(ws)s(2\d\d)%(ws)s,'
+    rb'%(ws)s"request_id"%(ws)s:%(ws)s(?:"([^"\\]*)"|null)%(ws)s,%(ws)s"body"%(ws)s:%(ws)s(?=\{)'
+    % {b"ws": _WS}
+)
+# What may follow the body for the line to be exactly an output line's fields: the end of
+# ``response``, then ``"error": null``, then the end of the line.
+_ENVELOPE_END = re.compile(
+    r'{ws}\}}{ws},{ws}"error"{ws}:{ws}null{ws}\}}{ws}\Z'.format(ws=_WS.decode())
 )
 _raw_decode = json.JSONDecoder().raw_decode
+_encode_key = json.JSONEncoder().encode
+_encode_output = json.JSONEncoder(separators=(",", ":")).encode
 
 
-def _success_envelope(line: bytes) -> tuple[str, int, str | None, dict[str, Any]] | None:
-    try:
-        text = line.decode()
-    except UnicodeDecodeError:
-        return None
-    match = _SUCCESS_ENVELOPE.match(text)
+def _success_envelope(
+    line: bytes,
+) -> tuple[str, int, str | None, dict[str, Any], tuple[bytes, int, int] | None] | None:
+    """A 2xx line of the documented layout: its id, status, request id and body, and (when
+    nothing but ``"error": null`` follows the body) the line and its custom_id's span."""
+    match = _SUCCESS_ENVELOPE.match(line)
     if match is None:
         return None
     try:
-        body, _end = _raw_decode(text, match.end())
-    except ValueError:
+        rest = line[match.end() :].decode()
+        line_id = match.group(1).decode()
+        request_id = match.group(4)
+        body, end = _raw_decode(rest)
+    except ValueError:  # (UnicodeDecodeError is one)
         return None
     if not isinstance(body, dict):
         return None
-    return match.group(1), int(match.group(2)), match.group(3), body
+    splice = None
+    if _ENVELOPE_END.match(rest, end) is not None:
+        start, stop = match.span(2)
+        splice = (line.rstrip(b" \t\n\r"), start, stop)
+    return (
+        line_id,
+        int(match.group(3)),
+        None if request_id is None else request_id.decode(),
+        body,
+        splice,
+    )

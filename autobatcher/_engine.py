@@ -30,6 +30,7 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import anyio
 import anyio.abc
@@ -55,6 +56,18 @@ from ._wire import Wire
 __all__ = ["Engine"]
 
 logger = logging.getLogger("autobatcher")
+
+
+class Whereabouts(NamedTuple):
+    """:meth:`Engine.whereabouts`: requests in lanes or the intake (``queued``), in flushed
+    jobs not yet a batch upstream (``uploading``), waiting on batches upstream
+    (``in_batches``), and those batches as (batch id, last status seen or None, lines,
+    requests still waiting)."""
+
+    queued: int
+    uploading: int
+    in_batches: int
+    batches: list[tuple[str, str | None, int, int]]
 
 
 class Engine:
@@ -86,6 +99,8 @@ class Engine:
         self._intake_tx, self._intake_rx = anyio.create_memory_object_stream[Slot | None](
             config.max_queued_requests
         )
+        #: requests in the intake stream's buffer (it also carries wake-ups), for whereabouts()
+        self._in_intake = 0
         #: the enqueued-token ledger, by model: estimated tokens of our started jobs, and the
         #: quota learned from the server's ``token_limit_exceeded`` answers
         self._enqueued: dict[str, int] = {}
@@ -136,6 +151,7 @@ class Engine:
             return False
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             raise ClientClosedError(self.closed_reason or "the client is closed") from None
+        self._in_intake += 1
         return True
 
     async def send(self, slot: Slot) -> None:
@@ -145,6 +161,9 @@ class Engine:
                 await self._intake_tx.send(slot)
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                 raise ClientClosedError(self.closed_reason or "the client is closed") from None
+            # (the loop may have taken it already: the count is briefly one low, never wrong
+            # once both have run)
+            self._in_intake += 1
             return
         # Standalone: no engine task receives, so the blocked callers queue here and whoever
         # drives admits them, first come first served, one per freed place (_admit_waiting);
@@ -332,6 +351,28 @@ class Engine:
     def has_abandoned(self) -> bool:
         """Whether a batch every caller left is still to be cancelled upstream."""
         return any(job.abandoned for job in self._jobs.values())
+
+    def whereabouts(self) -> Whereabouts:
+        """Where the requests taken in stand now (see ``BulkProgress``): one pass over the
+        running jobs, no I/O."""
+        flushed = 0
+        not_uploaded = 0
+        waiting = 0
+        batches: list[tuple[str, str | None, int, int]] = []
+        for job in self._jobs.values():
+            record = job.record
+            if record.phase < Phase.SUBMITTED:
+                size = job.size
+                flushed += size
+                if record.phase < Phase.UPLOADED:
+                    not_uploaded += size
+            elif record.phase == Phase.SUBMITTED and record.batch_id is not None:
+                waiting += len(job.slots)
+                status = job.batch.status if job.batch is not None else None
+                batches.append((record.batch_id, status, job.size, len(job.slots)))
+        # lanes.pending counts the requests not uploaded, in open lanes and flushed jobs
+        queued = max(0, self._lanes.pending - not_uploaded) + max(0, self._in_intake)
+        return Whereabouts(queued, flushed, waiting, batches)
 
     # -- waiting ---------------------------------------------------------------------------------
 
@@ -647,7 +688,10 @@ class Engine:
             except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
                 break
             taken += 1
-            if slot is not None and slot.outcome is None:
+            if slot is None:
+                continue
+            self._in_intake -= 1
+            if slot.outcome is None:
                 lanes.add(slot, now)
         if taken and self._drain_waiters:
             self._check_idle()
@@ -668,6 +712,8 @@ class Engine:
             try:
                 with anyio.move_on_after(timeout):
                     slot = await self._intake_rx.receive()
+                    if slot is not None:
+                        self._in_intake -= 1
                     if slot is not None and slot.outcome is None:
                         self._lanes.add(slot, anyio.current_time())
                     elif self._drain_waiters:
@@ -773,6 +819,8 @@ class Engine:
                 slot = self._intake_rx.receive_nowait()
             except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
                 break
+            if slot is not None:
+                self._in_intake -= 1
             if slot is not None and slot.outcome is None:
                 slot.outcome = RequestAbortedError(f"{reason} before request {slot.custom_id} ran")
                 slot.line = None

@@ -196,6 +196,10 @@ async def test_other_endpoints_and_the_journal_format_of_results() -> None:
     assert out["id"] == completion.line_id and completion.line_id
     assert completion.custom_id and completion.custom_id != "c"  # the wire id is ours
     json.dumps(out)
+    # the bytes form is the same JSON (spliced from the server's line, not re-encoded)
+    for result in (embedding, completion):
+        assert json.loads(result.output_line_bytes()) == result.output_line()
+    assert b'"custom_id":"c"' in completion.output_line_bytes()
 
 
 # -- bad items, failed lines -----------------------------------------------------------------------
@@ -267,6 +271,8 @@ async def test_bad_items_and_failed_lines_get_their_own_typed_errors() -> None:
     assert filtered.error.code == "content_filter" and filtered.status_code is None
     assert filtered.output_line()["error"]["code"] == "content_filter"
     assert moderated.ok and moderated.body is not None
+    for result in got:  # failed and refused ones are encoded from output_line()
+        assert json.loads(result.output_line_bytes()) == result.output_line()
     # the bad items were never sent; the good and failing ones once each
     assert server.emulator.stats().total_executions == 5
 
@@ -657,3 +663,122 @@ async def test_reading_many_answers_at_once_gives_what_reading_each_gives(tmp_pa
     assert many[-2] is None and all(line is not None for line in many[:-2])
     for custom_id, found in zip(ids[::-1], many[:-2], strict=True):
         assert found is not None and f'"custom_id":"{custom_id}"'.encode() in found
+
+
+def test_output_line_bytes_splices_only_a_line_of_the_documented_layout() -> None:
+    from autobatcher._bulk import _result_of_line
+
+    class FakeSlot:
+        key = 'k "quoted" \u00e9'
+        index = 0
+        custom_id = "wire-1"
+        endpoint = CHAT
+
+    body = '{"choices":[{"message":{"content":"\u00e9 \\"x\\""}}],"n":1.5}'
+    lines = {
+        "compact": '{"id":"b1","custom_id":"wire-1","response":{"status_code":200,'
+        f'"request_id":"q","body":{body}}},"error":null}}',
+        "spaced, null request id": '{ "id" : "b1", "custom_id": "wire-1", "response": '
+        f'{{"status_code": 201, "request_id": null, "body": {body} }} , "error" : null }}\r\n',
+        "no error field": '{"id":"b1","custom_id":"wire-1","response":{"status_code":200,'
+        f'"request_id":"q","body":{body}}}}}',
+        "an extra field": '{"id":"b1","custom_id":"wire-1","response":{"status_code":200,'
+        f'"request_id":"q","body":{body}}},"error":null,"extra":1}}',
+        "fields in another order": '{"custom_id":"wire-1","id":"b1","response":{"status_code"'
+        f':200,"request_id":"q","body":{body}}},"error":null}}',
+        "a vertical tab is not JSON whitespace": '{"id":"b1",\v"custom_id":"wire-1",'
+        f'"response":{{"status_code":200,"request_id":"q","body":{body}}},"error":null}}',
+    }
+    for name, text in lines.items():
+        result = _result_of_line(FakeSlot(), text.encode(), "batch_1")  # type: ignore[arg-type]
+        out = result.output_line_bytes()
+        assert b"\n" not in out and b"wire-1" not in out, name
+        assert json.loads(out) == result.output_line(), name
+        assert result.output_line()["custom_id"] == FakeSlot.key, name
+        # (a vertical tab is not JSON: that line is an error, never spliced)
+        assert result.ok == (name != "a vertical tab is not JSON whitespace"), name
+        spliced = result._raw_line is not None
+        assert spliced == (name in ("compact", "spaced, null request id")), name
+
+
+async def test_pre_encoded_items_are_the_same_requests_as_plain_ones(tmp_path: Path) -> None:
+    # autobatcher run encodes bodies in its reader thread (encoded_request): with a journal
+    # an item's identity must not depend on which form it came in, or a re-run of a job
+    # started by a program would send everything again
+    from autobatcher._bulk import _EncodedRequest, encoded_request
+
+    def items(pre_encoded: bool) -> list[BulkRequest]:
+        make = encoded_request if pre_encoded else BulkRequest
+        return [make(f"k{i}", CHAT, chat(f"m{i}") | {"temperature": 0.5}) for i in range(6)]
+
+    assert all(isinstance(item, _EncodedRequest) for item in items(True))
+    unencodable = encoded_request("nan", CHAT, chat("x") | {"temperature": float("nan")})
+    assert type(unencodable) is BulkRequest  # left to the map to refuse
+    huge = encoded_request("huge", CHAT, chat("x" * 5000))
+    async with in_process() as server:
+        options = server.options(max_batch_bytes=4000, journal=tmp_path / "pre.journal")
+        async with open_batcher(**options) as client:
+            async with client.map([*items(True), unencodable, huge], ordered=True) as results:
+                first = [r async for r in results]
+        assert [content(r) for r in first[:6]] == [f"m{i}" for i in range(6)]
+        assert isinstance(first[6].error, InvalidBulkRequestError)
+        assert first[6].error.code == "invalid_body"
+        assert isinstance(first[7].error, InvalidBulkRequestError)
+        assert first[7].error.code == "request_too_large"
+        async with open_batcher(**options) as client:
+            async with client.map(items(False), ordered=True) as results:
+                again = [r async for r in results]
+        assert [r.custom_id for r in again] == [r.custom_id for r in first[:6]]
+        assert [content(r) for r in again] == [f"m{i}" for i in range(6)]
+        assert server.emulator.stats().total_executions == 6  # recalled, not sent again
+    async with in_process() as server:  # without a journal the pre-encoded text is sent
+        async with open_batcher(**server.options()) as client:
+            async with client.map(items(True), ordered=True) as results:
+                plain = [content(r) async for r in results]
+        assert plain == [f"m{i}" for i in range(6)]
+
+
+async def test_progress_says_where_the_requests_stand() -> None:
+    now = [0.0]
+    more = anyio.Event()
+
+    async def requests() -> AsyncIterator[dict[str, Any]]:
+        for i in range(25):
+            yield line(i)
+        await more.wait()  # the input stays open: its last 5 wait in their lane's window
+
+    async with in_process(clock=lambda: now[0], validation_seconds=100.0) as server:
+        options = server.options(
+            batch_size=10, batch_window_seconds=3600.0, poll_interval_seconds=0.01
+        )
+        async with open_batcher(**options) as client:
+            async with client.map(requests()) as results:
+                await anyio.wait_all_tasks_blocked()
+                start = results.progress()
+                assert (start.read, start.delivered, start.outstanding) == (25, 0, 25)
+                assert (start.queued, start.uploading, start.in_batches) == (5, 0, 20)
+                assert sorted(b.batch_id for b in start.batches) == sorted(server.emulator.batches)
+                assert [(b.status, b.requests, b.waiting) for b in start.batches] == [
+                    ("validating", 10, 10),
+                    ("validating", 10, 10),
+                ]
+                now[0] += 1000.0  # the two batches complete at their next poll
+                taken = [await results.__anext__() for _ in range(20)]
+                assert all(r.ok for r in taken)
+                middle = results.progress()
+                assert (middle.read, middle.delivered, middle.outstanding) == (25, 20, 5)
+                assert (middle.queued, middle.uploading, middle.in_batches) == (5, 0, 0)
+                assert middle.batches == ()
+                more.set()  # the input ends: the last lane goes at once
+                await anyio.wait_all_tasks_blocked()
+                last = results.progress()
+                assert (last.queued, last.uploading, last.in_batches) == (0, 0, 5)
+                assert [(b.status, b.requests, b.waiting) for b in last.batches] == [
+                    ("validating", 5, 5)
+                ]
+                now[0] += 1000.0
+                rest = [r async for r in results]
+                end = results.progress()
+            assert len(rest) == 5 and all(r.ok for r in rest)
+            assert (end.read, end.delivered, end.outstanding) == (25, 25, 0)
+            assert (end.queued, end.uploading, end.in_batches, end.batches) == (0, 0, 0, ())

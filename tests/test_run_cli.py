@@ -542,7 +542,7 @@ async def test_a_good_file_is_answered_line_for_line_in_the_output_format(tmp_pa
     prices = Prices(default_input=2.0, default_output=8.0)
     async with in_process() as server:
         summary, out, _ = await run_in_process(
-            server, options(tmp_path, source, batch_size=10, prices=prices, collect_every=7)
+            server, options(tmp_path, source, batch_size=10, prices=prices)
         )
         stats = server.emulator.stats()
     assert summary.exit_status == EXIT_OK
