@@ -223,3 +223,39 @@ async def test_a_client_stopped_during_escalation_answers_every_caller() -> None
     assert sum(isinstance(r, RequestAbortedError) for r in results) == 4
     assert stats.realtime_calls == 0
     assert stats.total_executions == 6
+
+
+@virtual_time()
+async def test_map_items_whose_lines_went_to_disk_are_escalated_with_their_own_lines() -> None:
+    # A map's uploaded lines are moved to a spill file; the escalation reads them back, so
+    # each real-time call carries its own request (the echo says which).
+    items = [
+        {"custom_id": f"k{i}", "url": "/v1/chat/completions", "body": chat(f"m{i}")}
+        for i in range(40)
+    ]
+    spilled: list[int] = []
+
+    def look(event: Any) -> None:
+        if event.kind == "batch_submitted":
+            for job in client._engine._jobs.values():
+                spilled.append(sum(slot.spilled >= 0 for slot in job.slots.values()))
+
+    async with emulated(
+        {"lines_per_second": 10.0, "expire_after_seconds": 2.0, "shuffle_output": False},
+        batch_size=40,
+        poll_interval_seconds=0.5,
+        on_expired="realtime",
+        event_hook=look,
+    ) as (server, client):
+        async with client.map(items) as results:
+            got = [result async for result in results]
+    assert spilled == [40]
+    assert sorted(r.key for r in got) == sorted(f"k{i}" for i in range(40))
+    for result in got:
+        assert result.ok, result.error
+        assert isinstance(result.response, ChatCompletion)
+        assert result.response.choices[0].message.content == f"m{result.key[1:]}"
+    stats = server.emulator.stats()
+    assert stats.realtime_calls == 20
+    assert stats.duplicate_executions == 0
+    assert stats.total_executions == 40
