@@ -113,15 +113,27 @@ def emulator_process(**config: Any) -> Iterator[EmulatorProcess]:
             proc.wait()
 
 
-def run_worker(python: str | Path, script: str, args: Sequence[str]) -> dict[str, Any]:
-    """Run one worker process; return the JSON object on its last stdout line."""
+def run_worker(
+    python: str | Path,
+    script: str,
+    args: Sequence[str],
+    *,
+    code: Path | None = None,
+    timeout: float = 900,
+) -> dict[str, Any]:
+    """Run one worker process; return the JSON object on its last stdout line. ``code``: a
+    directory whose ``autobatcher`` package is imported instead of this checkout's."""
+    env = None if Path(python) == INCUMBENT_PYTHON else our_env()
+    if code is not None:
+        env = env if env is not None else dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(code), env.get("PYTHONPATH")]))
     done = subprocess.run(
         [str(python), str(HERE / script), *args],
         capture_output=True,
         text=True,
         check=False,
-        timeout=900,
-        env=None if Path(python) == INCUMBENT_PYTHON else our_env(),
+        timeout=timeout,
+        env=env,
     )
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:

@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,7 +34,7 @@ from typing import Any
 
 import anyio
 import httpx
-from _harness import HERE, OUR_PYTHON, emulator_process, machine_line, our_env, table
+from _harness import OUR_PYTHON, emulator_process, machine_line, run_worker, table
 
 API_KEY = "sk-bench"
 LINE_BYTES = 1000
@@ -115,34 +113,10 @@ def make_file(http: httpx.Client, megabytes: float) -> tuple[str, int, int]:
 def run_download(
     base_url: str, file_id: str, backend: str, drops: int, code: Path | None = None
 ) -> dict[str, Any]:
-    env = our_env()
-    if code is not None:
-        env["PYTHONPATH"] = os.pathsep.join([str(code), env["PYTHONPATH"]])
-    done = subprocess.run(
-        [
-            OUR_PYTHON,
-            str(HERE / "downloads.py"),
-            "--worker",
-            "--base-url",
-            base_url,
-            "--file-id",
-            file_id,
-            "--backend",
-            backend,
-            "--drops",
-            str(drops),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=1800,
-        env=env,
+    args = ["--worker", "--base-url", base_url, "--file-id", file_id, "--backend", backend]
+    return run_worker(
+        OUR_PYTHON, "downloads.py", [*args, "--drops", str(drops)], code=code, timeout=1800
     )
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if done.returncode != 0 or not lines:
-        raise RuntimeError(f"worker failed (rc={done.returncode}):\n{done.stderr[-4000:]}")
-    result: dict[str, Any] = json.loads(lines[-1])
-    return result
 
 
 def main(argv: Sequence[str] | None = None) -> None:

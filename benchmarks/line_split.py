@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any
 
 import anyio
 import httpx
-from _harness import HERE, OUR_PYTHON, emulator_process, machine_line, our_env, table
+from _harness import OUR_PYTHON, emulator_process, machine_line, run_worker, table
 
 #: JSON bytes per embedding dimension in the emulator's output (a float of ~20 digits + ",").
 BYTES_PER_DIMENSION = 22.5
@@ -88,34 +87,8 @@ def make_batches(base_url: str, sizes_mb: Sequence[float]) -> dict[float, tuple[
 
 
 def run_download(code: Path | None, base_url: str, file_id: str, backend: str) -> dict[str, Any]:
-    import subprocess
-
-    env = our_env()
-    if code is not None:
-        env["PYTHONPATH"] = os.pathsep.join([str(code), env["PYTHONPATH"]])
-    done = subprocess.run(
-        [
-            OUR_PYTHON,
-            str(HERE / "line_split.py"),
-            "--worker",
-            "--base-url",
-            base_url,
-            "--file-id",
-            file_id,
-            "--backend",
-            backend,
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=1800,
-        env=env,
-    )
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if done.returncode != 0 or not lines:
-        raise RuntimeError(f"worker failed (rc={done.returncode}):\n{done.stderr[-4000:]}")
-    result: dict[str, Any] = json.loads(lines[-1])
-    return result
+    args = ["--worker", "--base-url", base_url, "--file-id", file_id, "--backend", backend]
+    return run_worker(OUR_PYTHON, "line_split.py", args, code=code, timeout=1800)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
