@@ -50,7 +50,15 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from ._config import estimate_tokens
 from ._errors import APIError, APIStatusError, AutobatcherError, InternalError
 from ._job import Slot
-from ._jsonl import assemble_line, decode_result, encode_canonical_body, encode_line
+from ._jsonl import (
+    FAST_JSON,
+    assemble_line,
+    decode_json,
+    decode_result,
+    encode_canonical_body,
+    encode_line,
+    success_body_span,
+)
 from ._resources import (
     _CHAT,
     _COMPLETIONS,
@@ -966,6 +974,19 @@ def _success_envelope(
     match = _SUCCESS_ENVELOPE.match(line)
     if match is None:
         return None
+    span = success_body_span(line, match.end()) if FAST_JSON else None
+    if span is not None:
+        # the usual spelling: the body alone decoded (by orjson), the line kept as it is
+        try:
+            body = decode_json(line[span[0] : span[1]])
+            line_id = match.group(1).decode()
+            request_id = match.group(4)
+            request_text = None if request_id is None else request_id.decode()
+        except ValueError:  # (UnicodeDecodeError is one)
+            body = None
+        if isinstance(body, dict):
+            start, stop = match.span(2)
+            return line_id, int(match.group(3)), request_text, body, (line, start, stop)
     try:
         rest = line[match.end() :].decode()
         line_id = match.group(1).decode()

@@ -29,6 +29,8 @@ from typing import IO, Any
 
 import attrs
 
+from ._jsonl import decode_json
+
 __all__ = [
     "SUPPORTED_URLS",
     "InputChunk",
@@ -58,9 +60,6 @@ _SUPPORTED = frozenset(SUPPORTED_URLS)
 #: endpoints whose body must name a model (moderations pick a default)
 _MODEL_OPTIONAL = frozenset({"/v1/moderations"})
 _READ_BLOCK = 1 << 20
-#: ``json.loads`` less its per-call set-up (the encoding sniffing of bytes): input lines are
-#: UTF-8, as JSONL is
-_decode = json.JSONDecoder().decode
 
 
 @attrs.frozen
@@ -173,7 +172,7 @@ class InputReader:
     def _check(self, raw: bytes) -> ParsedRequest | InputProblem | None:
         line = self._line
         try:
-            item = _decode(raw.decode())
+            item = decode_json(raw, raw.decode())
         except UnicodeDecodeError:
             return InputProblem(line, "not UTF-8 text")
         except ValueError as exc:
@@ -276,7 +275,7 @@ def recover_output(path: Path) -> OutputRecovery:
     with open(path, "rb+") as file:
         while raw := file.readline():
             try:
-                line = json.loads(raw) if raw.endswith(b"\n") else None
+                line = decode_json(raw) if raw.endswith(b"\n") else None
             except ValueError:
                 line = None
             if not isinstance(line, dict) or not isinstance(line.get("custom_id"), str):

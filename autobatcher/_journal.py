@@ -529,6 +529,13 @@ class SqliteStore:
             out.append((_record_from(text, []), int(total), int(done)))
         return out
 
+    def batch_count(self) -> int:
+        """How many jobs reached a batch (one query; :meth:`jobs` also counts every job's
+        requests, a scan of the whole journal)."""
+        db = self._require()
+        (count,) = db.execute("SELECT count(*) FROM jobs WHERE batch_id IS NOT NULL").fetchone()
+        return int(count)
+
     def results(self) -> Iterator[tuple[str, bytes]]:
         db = self._require()
         cursor = db.execute(

@@ -64,6 +64,7 @@ from ._errors import (
     BatchRequestError,
     MissingResultError,
 )
+from ._jsonl import decode_json
 from ._run_progress import LiveDisplay, Progress, format_count, format_duration, render_line
 
 __all__ = [
@@ -1100,7 +1101,7 @@ def _batches_in_journal(path: Path) -> int:
     store = SqliteStore(path)
     try:
         store.open_readonly()
-        return sum(1 for record, _total, _done in store.jobs() if record.batch_id)
+        return store.batch_count()
     except AutobatcherError:
         return 0
     finally:
@@ -1196,7 +1197,7 @@ def _read_done(path: Path) -> set[str]:
     with open(path, "rb") as file:
         for raw in file:
             try:
-                done.add(json.loads(raw)["custom_id"])
+                done.add(decode_json(raw)["custom_id"])
             except (ValueError, KeyError, TypeError):
                 break
     return done

@@ -46,7 +46,7 @@ from ._errors import (
 from ._events import BatchEvent, EventHub, EventKind
 from ._job import Job, LineSpill, Phase, Slot
 from ._journal import REALTIME, Journal
-from ._jsonl import extract_custom_id
+from ._jsonl import read_result_head
 from ._realtime import Escalation
 from ._retry import Spell
 from ._signals import fire
@@ -637,20 +637,21 @@ class JobRunner:
 
         def collect(line: bytes) -> None:
             nonlocal pending_bytes
-            custom_id = extract_custom_id(line)
+            custom_id, answered = read_result_head(line)
             if custom_id is None:
                 logger.warning("result line without custom_id in %s: %.200r", record.batch_id, line)
                 return
-            slot = job.slots.get(custom_id)
-            if slot is not None and self._take_for_retry(job, slot, line):
-                del job.slots[custom_id]  # it goes into a new batch: not an answer to keep
-                return
-            if _retry_reason(line, cancelled_by_us=False) is not None:
-                # not an answer to keep: the request never ran (expired, cancelled) or failed
-                # transiently, so a later run may send it again; its caller here still gets
-                # the line's error
-                unrun.append((custom_id, line))
-                return
+            if not answered:
+                slot = job.slots.get(custom_id)
+                if slot is not None and self._take_for_retry(job, slot, line):
+                    del job.slots[custom_id]  # it goes into a new batch: not an answer to keep
+                    return
+                if _retry_reason(line, cancelled_by_us=False) is not None:
+                    # not an answer to keep: the request never ran (expired, cancelled) or
+                    # failed transiently, so a later run may send it again; its caller here
+                    # still gets the line's error
+                    unrun.append((custom_id, line))
+                    return
             pending.append((custom_id, line))
             pending_bytes += len(line)
 
@@ -682,7 +683,7 @@ class JobRunner:
         host = self._host
 
         def route(line: bytes) -> None:
-            custom_id = extract_custom_id(line)
+            custom_id, answered = read_result_head(line)
             if custom_id is None:
                 logger.warning(
                     "result line without custom_id in %s: %.200r", job.record.batch_id, line
@@ -691,7 +692,7 @@ class JobRunner:
             slot = slots.pop(custom_id, None)
             if slot is None:  # a caller that left, a duplicate line, or not ours
                 return
-            if self._take_for_retry(job, slot, line):
+            if not answered and self._take_for_retry(job, slot, line):
                 return
             slot.outcome = line
             fire(slot.signal)
