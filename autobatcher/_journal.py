@@ -38,6 +38,7 @@ import socket
 import sqlite3
 import threading
 import time
+from array import array
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -65,7 +66,10 @@ __all__ = [
 logger = logging.getLogger("autobatcher")
 
 #: 2: the ``resubmissions`` table (a journal of version 1 gains it when opened for writing)
-SCHEMA_VERSION = 2
+#: 3: a job's custom_ids are one text in its row, and a chunk of results carries its own
+#: custom_ids and line ends: no row per request (see "Storage" in SqliteStore). A journal
+#: of an earlier version gains the columns when opened for writing; its rows still count.
+SCHEMA_VERSION = 3
 #: ``into_job`` of a resubmission row whose request went to the real-time endpoint
 REALTIME = "realtime"
 #: custom_ids per query of SqliteStore.results_for (SQLite's default limit is 999 variables)
@@ -197,7 +201,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     phase INTEGER NOT NULL,
     batch_id TEXT,
     record TEXT NOT NULL,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    ids TEXT
 );
 CREATE TABLE IF NOT EXISTS requests (
     custom_id TEXT PRIMARY KEY,
@@ -205,7 +210,14 @@ CREATE TABLE IF NOT EXISTS requests (
     position INTEGER
 );
 CREATE INDEX IF NOT EXISTS requests_by_job ON requests (job_key, position);
-CREATE TABLE IF NOT EXISTS chunks (id INTEGER PRIMARY KEY, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS chunks (
+    id INTEGER PRIMARY KEY,
+    data BLOB NOT NULL,
+    ids TEXT,
+    ends BLOB,
+    job_key TEXT,
+    done_at REAL
+);
 CREATE TABLE IF NOT EXISTS results (
     custom_id TEXT PRIMARY KEY,
     chunk INTEGER NOT NULL,
@@ -225,16 +237,13 @@ CREATE INDEX IF NOT EXISTS resubmissions_unplaced ON resubmissions (custom_id)
     WHERE into_job IS NULL;
 """
 
-# Rows go in through one statement per transaction (SQLite's json_each over a JSON array),
-# not one per row: Python's sqlite3 releases the GIL around every row's step, and with the
-# event loop busy in the other thread, tens of thousands of hand-offs cost more than the
-# writing itself. Result lines are stored as one blob per commit, indexed by offset.
-_MAP_REQUESTS = (
-    "INSERT INTO requests (custom_id, job_key, position) "
-    "SELECT value, ?, key FROM json_each(?) WHERE true "
-    "ON CONFLICT (custom_id) DO UPDATE SET job_key = excluded.job_key, "
-    "position = excluded.position"
-)
+# Schema 3 writes no row per request: SQLite inserts into an index keyed by custom_id (the
+# hash of a request) land on random pages, and at a million requests those inserts cost
+# more than everything else the journal does (~25 us a request, most of it in system calls
+# reading and writing index pages). A job's custom_ids are one JSON text in its row, and
+# a chunk of result lines (one blob per commit) carries its custom_ids and line ends. What
+# a lookup by custom_id needs is built in memory when a run first asks for a stored answer.
+# Rows of earlier versions (``requests``, ``results``) are still read.
 _NOTE_RESUBMISSIONS = (
     "INSERT INTO resubmissions (custom_id, at, reason, from_batch, into_job) "
     "SELECT value, ?, ?, ?, ? FROM json_each(?)"
@@ -243,12 +252,26 @@ _PLACE_RESUBMISSIONS = (
     "UPDATE resubmissions SET into_job = ? WHERE into_job IS NULL "
     "AND custom_id IN (SELECT value FROM json_each(?))"
 )
-_INDEX_RESULTS = (
-    "INSERT INTO results (custom_id, chunk, start, length, done_at) "
-    "SELECT json_extract(value, '$[0]'), ?, json_extract(value, '$[1]'), "
-    "json_extract(value, '$[2]'), ? FROM json_each(?) WHERE true "
-    "ON CONFLICT (custom_id) DO NOTHING"
+_UPSERT_JOB = (
+    "INSERT INTO jobs (key, phase, batch_id, record, updated_at, ids) VALUES (?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (key) DO UPDATE SET phase = excluded.phase, batch_id = excluded.batch_id, "
+    "record = excluded.record, updated_at = excluded.updated_at, "
+    "ids = coalesce(excluded.ids, jobs.ids)"
 )
+#: columns schema 3 added to tables a journal of an earlier version already has
+_ADDED_COLUMNS = {
+    "jobs": ("ids TEXT",),
+    "chunks": ("ids TEXT", "ends BLOB", "job_key TEXT", "done_at REAL"),
+}
+#: a chunk's line ends: unsigned 64-bit, native order (the file never leaves this machine's
+#: kind: a journal is a local file, as its lock is)
+_ENDS = "Q"
+
+
+def _line_ends(blob: bytes) -> array[int]:
+    ends = array(_ENDS)
+    ends.frombytes(blob)
+    return ends
 
 
 class SqliteStore:
@@ -266,6 +289,13 @@ class SqliteStore:
         self._guard = threading.Lock()
         #: resubmission rows not yet given the job their requests went into
         self._unplaced = 0
+        #: schema 3's columns are there (a journal of an earlier version opened read-only
+        #: has none), and rows of schema 2 (``results``/``requests``) may be
+        self._columns = True
+        self._old_rows = False
+        #: custom_id -> the chunk holding its answer (the first one stored), built on the
+        #: first lookup and kept up to date by the writes after it
+        self._chunk_of: dict[str, int] | None = None
 
     def __repr__(self) -> str:
         return f"SqliteStore({str(self.path)!r})"
@@ -342,9 +372,19 @@ class SqliteStore:
                 db.execute("PRAGMA synchronous=NORMAL")
                 db.execute("PRAGMA wal_autocheckpoint=16384")
                 db.executescript(_SCHEMA)
+                self._add_columns(db)
                 db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             db.execute("SELECT count(*) FROM requests").fetchone()
             db.execute("SELECT json_array_length('[1]')").fetchone()
+            self._columns = all(
+                column.split()[0] in self._columns_of(db, table)
+                for table, columns in _ADDED_COLUMNS.items()
+                for column in columns
+            )
+            self._old_rows = any(
+                db.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone()
+                for table in ("requests", "results")
+            )
         except sqlite3.DatabaseError as exc:
             raise JournalError(
                 f"journal {self.path} cannot be read ({exc}); it is not an autobatcher "
@@ -359,6 +399,19 @@ class SqliteStore:
                 raise JournalError(f"journal {self.path} is not writable: {exc}") from exc
         self._db = db
         return db
+
+    @staticmethod
+    def _columns_of(db: sqlite3.Connection, table: str) -> set[str]:
+        return {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+
+    def _add_columns(self, db: sqlite3.Connection) -> None:
+        """Give a journal of an earlier version schema 3's columns (its rows stay as they
+        are, and are read as before)."""
+        for table, columns in _ADDED_COLUMNS.items():
+            have = self._columns_of(db, table)
+            for column in columns:
+                if column.split()[0] not in have:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
 
     def _check_meta(self, db: sqlite3.Connection, meta: JournalMeta) -> None:
         rows = dict(db.execute("SELECT name, value FROM meta").fetchall())
@@ -385,19 +438,65 @@ class SqliteStore:
             )
 
     def _load(self, db: sqlite3.Connection) -> JournalState:
-        done = frozenset(row[0] for row in db.execute("SELECT custom_id FROM results"))
+        done = frozenset(self._answered(db))
+        owners = self._owners(db)
         open_jobs = []
-        for key, text in db.execute(
-            "SELECT key, record FROM jobs WHERE phase < ? ORDER BY rowid", (int(Phase.DONE),)
+        for key, text, ids in db.execute(
+            f"SELECT key, record, {self._ids_column} FROM jobs WHERE phase < ? ORDER BY rowid",
+            (int(Phase.DONE),),
         ).fetchall():
+            open_jobs.append(_record_from(text, self._order(db, key, ids, owners)))
+        return JournalState(done=done, open_jobs=tuple(open_jobs))
+
+    @property
+    def _ids_column(self) -> str:
+        return "ids" if self._columns else "NULL"
+
+    def _answered(self, db: sqlite3.Connection) -> set[str]:
+        """Every custom_id with a stored answer."""
+        done: set[str] = set()
+        if self._old_rows:
+            done.update(row[0] for row in db.execute("SELECT custom_id FROM results"))
+        if self._columns:
+            for (ids,) in db.execute("SELECT ids FROM chunks WHERE ids IS NOT NULL"):
+                done.update(json.loads(ids))
+        return done
+
+    @staticmethod
+    def _owners(db: sqlite3.Connection) -> dict[str, str]:
+        """The job each resubmitted request went into last: the job it belongs to now (its
+        earlier jobs still list it). A request sent to the real-time endpoint stays with
+        the job it came from, as it did in schema 2."""
+        if not db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'resubmissions'"
+        ).fetchone():
+            return {}
+        return dict(
+            db.execute(
+                "SELECT custom_id, into_job FROM resubmissions WHERE into_job IS NOT NULL "
+                "AND into_job != ? ORDER BY id",
+                (REALTIME,),
+            ).fetchall()
+        )
+
+    def _order(
+        self, db: sqlite3.Connection, key: str, ids: str | None, owners: dict[str, str]
+    ) -> list[str]:
+        """A job's custom_ids in line order, less those that went on into another job."""
+        if ids is not None:
+            order: list[str] = json.loads(ids)
+        elif self._old_rows:
             order = [
                 row[0]
                 for row in db.execute(
                     "SELECT custom_id FROM requests WHERE job_key = ? ORDER BY position", (key,)
                 )
             ]
-            open_jobs.append(_record_from(text, order))
-        return JournalState(done=done, open_jobs=tuple(open_jobs))
+        else:
+            order = []
+        if owners:
+            order = [custom_id for custom_id in order if owners.get(custom_id, key) == key]
+        return order
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -419,14 +518,13 @@ class SqliteStore:
 
     def save_job(self, record: JobRecord, custom_ids: Sequence[str] | None = None) -> None:
         db = self._require()
+        ids = None if custom_ids is None else json.dumps(list(custom_ids))
         with self._transaction(db):
-            self._upsert_job(db, record)
-            if custom_ids is not None:
-                ids = json.dumps(list(custom_ids))
-                db.execute(_MAP_REQUESTS, (record.key, ids))
-                if self._unplaced:  # resubmitted requests: this is the job they went into
-                    placed = db.execute(_PLACE_RESUBMISSIONS, (record.key, ids)).rowcount
-                    self._unplaced = max(0, self._unplaced - placed)
+            self._upsert_job(db, record, ids)
+            if ids is not None and self._unplaced:
+                # resubmitted requests: this is the job they went into
+                placed = db.execute(_PLACE_RESUBMISSIONS, (record.key, ids)).rowcount
+                self._unplaced = max(0, self._unplaced - placed)
 
     def save_resubmissions(self, notes: Sequence[ResubmissionNote]) -> None:
         """Record that requests went into a new batch (or to the real-time endpoint), and
@@ -444,66 +542,104 @@ class SqliteStore:
 
     def save_results(self, record: JobRecord, results: Sequence[tuple[str, bytes]]) -> None:
         db = self._require()
-        index = []
-        start = 0
-        for custom_id, line in results:
-            index.append((custom_id, start, len(line)))
-            start += len(line)
-        data = b"".join(line for _, line in results)
+        ends = array(_ENDS)
+        end = 0
+        for _custom_id, line in results:
+            end += len(line)
+            ends.append(end)
+        data = b"".join([line for _, line in results])
+        ids = [custom_id for custom_id, _ in results]
         with self._transaction(db):
+            chunk = None
             if results:
-                chunk = db.execute("INSERT INTO chunks (data) VALUES (?)", (data,)).lastrowid
-                db.execute(_INDEX_RESULTS, (chunk, time.time(), json.dumps(index)))
-            self._upsert_job(db, record)
+                chunk = db.execute(
+                    "INSERT INTO chunks (data, ids, ends, job_key, done_at) VALUES (?, ?, ?, ?, ?)",
+                    (data, json.dumps(ids), ends.tobytes(), record.key, time.time()),
+                ).lastrowid
+            self._upsert_job(db, record, None)
+        chunk_of = self._chunk_of
+        if chunk_of is not None and chunk is not None:
+            for custom_id in ids:
+                chunk_of.setdefault(custom_id, chunk)
 
     @staticmethod
-    def _upsert_job(db: sqlite3.Connection, record: JobRecord) -> None:
-        db.execute(
-            "INSERT INTO jobs (key, phase, batch_id, record, updated_at) VALUES (?, ?, ?, ?, ?) "
-            "ON CONFLICT (key) DO UPDATE SET phase = excluded.phase, batch_id = "
-            "excluded.batch_id, record = excluded.record, updated_at = excluded.updated_at",
-            (record.key, int(record.phase), record.batch_id, _record_json(record), time.time()),
-        )
+    def _upsert_job(db: sqlite3.Connection, record: JobRecord, ids: str | None) -> None:
+        row = (record.key, int(record.phase), record.batch_id, _record_json(record), time.time())
+        db.execute(_UPSERT_JOB, (*row, ids))
 
     def result(self, custom_id: str) -> bytes | None:
-        db = self._require()
-        with self._guard:
-            row = db.execute(
-                "SELECT substr(c.data, r.start + 1, r.length) FROM results r "
-                "JOIN chunks c ON c.id = r.chunk WHERE r.custom_id = ?",
-                (custom_id,),
-            ).fetchone()
-        return bytes(row[0]) if row is not None else None
+        return self.results_for([custom_id])[0]
 
     def results_for(self, custom_ids: Sequence[str]) -> list[bytes | None]:
         """The stored result lines of many requests (None where there is none), reading each
         chunk they are in once: SQLite reads a blob from its start to reach an offset, so one
         line of a multi-megabyte chunk costs about a millisecond on its own."""
         db = self._require()
-        where: dict[str, tuple[int, int, int]] = {}
+        lines: dict[str, bytes] = {}
         with self._guard:
-            for at in range(0, len(custom_ids), _IDS_PER_QUERY):
-                part = custom_ids[at : at + _IDS_PER_QUERY]
-                marks = ",".join("?" * len(part))
-                for custom_id, chunk, start, length in db.execute(
-                    f"SELECT custom_id, chunk, start, length FROM results "
-                    f"WHERE custom_id IN ({marks})",
-                    part,
-                ):
-                    where[custom_id] = (chunk, start, length)
-            by_chunk: dict[int, list[str]] = {}
-            for custom_id, (chunk, _start, _length) in where.items():
-                by_chunk.setdefault(chunk, []).append(custom_id)
-            lines: dict[str, bytes] = {}
-            for chunk, ids in by_chunk.items():
-                row = db.execute("SELECT data FROM chunks WHERE id = ?", (chunk,)).fetchone()
-                if row is None:
-                    continue
-                data = memoryview(row[0])
-                for custom_id in ids:
-                    _chunk, start, length = where[custom_id]
-                    lines[custom_id] = bytes(data[start : start + length])
+            if self._old_rows:
+                lines.update(self._old_results_for(db, custom_ids))
+            if self._columns:
+                chunk_of = self._chunks(db)
+                by_chunk: dict[int, list[str]] = {}
+                for custom_id in custom_ids:
+                    chunk = chunk_of.get(custom_id)
+                    if chunk is not None and custom_id not in lines:
+                        by_chunk.setdefault(chunk, []).append(custom_id)
+                for chunk, wanted in by_chunk.items():
+                    row = db.execute(
+                        "SELECT data, ids, ends FROM chunks WHERE id = ?", (chunk,)
+                    ).fetchone()
+                    if row is None:  # (pruned meanwhile by nobody: one process at a time)
+                        continue
+                    data = memoryview(row[0])
+                    ends = _line_ends(row[2])
+                    position: dict[str, int] = {}
+                    for at, custom_id in enumerate(json.loads(row[1])):
+                        position.setdefault(custom_id, at)
+                    for custom_id in wanted:
+                        at = position[custom_id]
+                        lines[custom_id] = bytes(data[ends[at - 1] if at else 0 : ends[at]])
         return [lines.get(custom_id) for custom_id in custom_ids]
+
+    def _chunks(self, db: sqlite3.Connection) -> dict[str, int]:
+        """custom_id -> the chunk holding its first stored answer (built once, on demand)."""
+        chunk_of = self._chunk_of
+        if chunk_of is None:
+            chunk_of = {}
+            for chunk, ids in db.execute(
+                "SELECT id, ids FROM chunks WHERE ids IS NOT NULL ORDER BY id"
+            ):
+                for custom_id in json.loads(ids):
+                    chunk_of.setdefault(custom_id, chunk)
+            self._chunk_of = chunk_of
+        return chunk_of
+
+    @staticmethod
+    def _old_results_for(db: sqlite3.Connection, custom_ids: Sequence[str]) -> dict[str, bytes]:
+        """Answers stored by schema 2 (a row per answer in ``results``)."""
+        where: dict[str, tuple[int, int, int]] = {}
+        for at in range(0, len(custom_ids), _IDS_PER_QUERY):
+            part = custom_ids[at : at + _IDS_PER_QUERY]
+            marks = ",".join("?" * len(part))
+            for custom_id, chunk, start, length in db.execute(
+                f"SELECT custom_id, chunk, start, length FROM results WHERE custom_id IN ({marks})",
+                part,
+            ):
+                where[custom_id] = (chunk, start, length)
+        by_chunk: dict[int, list[str]] = {}
+        for custom_id, (chunk, _start, _length) in where.items():
+            by_chunk.setdefault(chunk, []).append(custom_id)
+        lines: dict[str, bytes] = {}
+        for chunk, ids in by_chunk.items():
+            row = db.execute("SELECT data FROM chunks WHERE id = ?", (chunk,)).fetchone()
+            if row is None:
+                continue
+            data = memoryview(row[0])
+            for custom_id in ids:
+                _chunk, start, length = where[custom_id]
+                lines[custom_id] = bytes(data[start : start + length])
+        return lines
 
     def close(self) -> None:
         if self._db is not None:
@@ -519,14 +655,15 @@ class SqliteStore:
     def jobs(self) -> list[tuple[JobRecord, int, int]]:
         """Every job with its request count and how many of its requests have a result."""
         db = self._require()
+        answered = self._answered(db)
+        owners = self._owners(db)
         out = []
-        for key, text in db.execute("SELECT key, record FROM jobs ORDER BY rowid").fetchall():
-            total, done = db.execute(
-                "SELECT count(*), count(s.custom_id) FROM requests r "
-                "LEFT JOIN results s USING (custom_id) WHERE r.job_key = ?",
-                (key,),
-            ).fetchone()
-            out.append((_record_from(text, []), int(total), int(done)))
+        for key, text, ids in db.execute(
+            f"SELECT key, record, {self._ids_column} FROM jobs ORDER BY rowid"
+        ).fetchall():
+            order = self._order(db, key, ids, owners)
+            done = sum(1 for custom_id in order if custom_id in answered)
+            out.append((_record_from(text, []), len(order), done))
         return out
 
     def batch_count(self) -> int:
@@ -537,13 +674,27 @@ class SqliteStore:
         return int(count)
 
     def results(self) -> Iterator[tuple[str, bytes]]:
+        """Every stored answer (the first one of a request answered twice), in the order
+        they were stored."""
         db = self._require()
-        cursor = db.execute(
-            "SELECT r.custom_id, substr(c.data, r.start + 1, r.length) FROM results r "
-            "JOIN chunks c ON c.id = r.chunk ORDER BY r.chunk, r.start"
-        )
-        for custom_id, result in cursor:
-            yield custom_id, bytes(result)
+        seen: set[str] = set()
+        if self._old_rows:
+            cursor = db.execute(
+                "SELECT r.custom_id, substr(c.data, r.start + 1, r.length) FROM results r "
+                "JOIN chunks c ON c.id = r.chunk ORDER BY r.chunk, r.start"
+            )
+            for custom_id, result in cursor:
+                seen.add(custom_id)
+                yield custom_id, bytes(result)
+        if not self._columns:
+            return
+        cursor = db.execute("SELECT data, ids, ends FROM chunks WHERE ids IS NOT NULL ORDER BY id")
+        for data, ids, ends_blob in cursor:
+            ends = _line_ends(ends_blob)
+            for at, custom_id in enumerate(json.loads(ids)):
+                if custom_id not in seen:
+                    seen.add(custom_id)
+                    yield custom_id, bytes(data[ends[at - 1] if at else 0 : ends[at]])
 
     def resubmissions(self) -> list[tuple[str, str | None, str | None, str | None, int]]:
         """Every resubmission, grouped: (reason, from batch, into job, into batch, requests),
@@ -562,31 +713,60 @@ class SqliteStore:
 
     def counts(self) -> dict[str, int]:
         db = self._require()
-        (total,) = db.execute("SELECT count(*) FROM requests").fetchone()
-        (done,) = db.execute("SELECT count(*) FROM results").fetchone()
-        return {"requests": int(total), "answered": int(done), "waiting": int(total - done)}
+        answered = self._answered(db)
+        requests = set(answered)
+        if self._old_rows:
+            requests.update(row[0] for row in db.execute("SELECT custom_id FROM requests"))
+        if self._columns:
+            for (ids,) in db.execute("SELECT ids FROM jobs WHERE ids IS NOT NULL"):
+                requests.update(json.loads(ids))
+        return {
+            "requests": len(requests),
+            "answered": len(answered),
+            "waiting": len(requests) - len(answered),
+        }
 
     def prune(self, older_than_seconds: float) -> int:
-        """Forget answered requests collected more than ``older_than_seconds`` ago."""
+        """Forget answered requests collected more than ``older_than_seconds`` ago (and the
+        finished jobs, and the resubmission records, older than that with nothing left)."""
         db = self._require()
         cutoff = time.time() - older_than_seconds
+        done = int(Phase.DONE)
+        forgotten = 0
         with self._transaction(db):
+            if self._old_rows:  # schema 2's rows
+                db.execute(
+                    "DELETE FROM requests WHERE custom_id IN "
+                    "(SELECT custom_id FROM results WHERE done_at < ?)",
+                    (cutoff,),
+                )
+                forgotten += db.execute("DELETE FROM results WHERE done_at < ?", (cutoff,)).rowcount
+                db.execute(
+                    "DELETE FROM chunks WHERE ids IS NULL AND id NOT IN "
+                    "(SELECT DISTINCT chunk FROM results)"
+                )
+                db.execute(
+                    "DELETE FROM jobs WHERE phase = ? AND ids IS NULL AND key NOT IN "
+                    "(SELECT DISTINCT job_key FROM requests WHERE job_key NOT NULL)",
+                    (done,),
+                )
+            old = db.execute(
+                "SELECT ends FROM chunks WHERE ids IS NOT NULL AND done_at < ?", (cutoff,)
+            ).fetchall()
+            forgotten += sum(len(_line_ends(ends)) for (ends,) in old)
+            db.execute("DELETE FROM chunks WHERE ids IS NOT NULL AND done_at < ?", (cutoff,))
             db.execute(
-                "DELETE FROM requests WHERE custom_id IN "
-                "(SELECT custom_id FROM results WHERE done_at < ?)",
+                "DELETE FROM jobs WHERE phase = ? AND ids IS NOT NULL AND updated_at < ? AND key "
+                "NOT IN (SELECT DISTINCT job_key FROM chunks WHERE job_key NOT NULL)",
+                (done, cutoff),
+            )
+            db.execute(
+                "DELETE FROM resubmissions WHERE at < ? AND custom_id NOT IN "
+                "(SELECT custom_id FROM requests)",
                 (cutoff,),
             )
-            cursor = db.execute("DELETE FROM results WHERE done_at < ?", (cutoff,))
-            db.execute(
-                "DELETE FROM resubmissions WHERE custom_id NOT IN (SELECT custom_id FROM requests)"
-            )
-            db.execute("DELETE FROM chunks WHERE id NOT IN (SELECT DISTINCT chunk FROM results)")
-            db.execute(
-                "DELETE FROM jobs WHERE phase = ? AND key NOT IN "
-                "(SELECT DISTINCT job_key FROM requests WHERE job_key NOT NULL)",
-                (int(Phase.DONE),),
-            )
-        return int(cursor.rowcount)
+            self._chunk_of = None
+        return forgotten
 
 
 class Journal:

@@ -399,8 +399,10 @@ async def test_the_journal_holds_every_answer_before_its_caller_sees_it(tmp_path
     seen_in_journal: list[bool] = []
     async with journaled(emulator, path) as client:
         reply = await client.chat.completions.create(**chat("hello"))
-        row = sqlite3.connect(path).execute("SELECT count(*) FROM results").fetchone()
-        seen_in_journal.append(row[0] == 1)
+        db = sqlite3.connect(path)
+        stored = [json.loads(ids) for (ids,) in db.execute("SELECT ids FROM chunks")]
+        db.close()
+        seen_in_journal.append(len(stored) == 1 and len(stored[0]) == 1)
     assert reply.choices[0].message.content == "hello"
     assert seen_in_journal == [True]
 
@@ -490,8 +492,13 @@ def test_the_journal_command_says_what_is_wrong_in_one_line(
 
 
 def job_ids(journal: Path) -> list[str]:
+    """Every custom_id the journal's jobs carry (schema 3: a JSON list in each job's row)."""
     db = sqlite3.connect(journal)
     try:
-        return [row[0] for row in db.execute("SELECT custom_id FROM requests")]
+        return [
+            custom_id
+            for (ids,) in db.execute("SELECT ids FROM jobs WHERE ids IS NOT NULL")
+            for custom_id in json.loads(ids)
+        ]
     finally:
         db.close()
