@@ -296,6 +296,7 @@ class SqliteStore:
         #: custom_id -> the chunk holding its answer (the first one stored), built on the
         #: first lookup and kept up to date by the writes after it
         self._chunk_of: dict[str, int] | None = None
+        self._last_chunk: tuple[int, tuple[memoryview, dict[str, int], array[int]]] | None = None
 
     def __repr__(self) -> str:
         return f"SqliteStore({str(self.path)!r})"
@@ -587,20 +588,33 @@ class SqliteStore:
                     if chunk is not None and custom_id not in lines:
                         by_chunk.setdefault(chunk, []).append(custom_id)
                 for chunk, wanted in by_chunk.items():
-                    row = db.execute(
-                        "SELECT data, ids, ends FROM chunks WHERE id = ?", (chunk,)
-                    ).fetchone()
-                    if row is None:  # (pruned meanwhile by nobody: one process at a time)
+                    read = self._read_chunk(db, chunk)
+                    if read is None:  # (pruned meanwhile by nobody: one process at a time)
                         continue
-                    data = memoryview(row[0])
-                    ends = _line_ends(row[2])
-                    position: dict[str, int] = {}
-                    for at, custom_id in enumerate(json.loads(row[1])):
-                        position.setdefault(custom_id, at)
+                    data, position, ends = read
                     for custom_id in wanted:
                         at = position[custom_id]
                         lines[custom_id] = bytes(data[ends[at - 1] if at else 0 : ends[at]])
         return [lines.get(custom_id) for custom_id in custom_ids]
+
+    def _read_chunk(
+        self, db: sqlite3.Connection, chunk: int
+    ) -> tuple[memoryview, dict[str, int], array[int]] | None:
+        """A chunk's lines, where each custom_id's is, and their ends; the last one read is
+        kept, since a run recalls its answers about in the order they were stored (a
+        thousand at a time, from chunks of several thousand)."""
+        last = self._last_chunk
+        if last is not None and last[0] == chunk:
+            return last[1]
+        row = db.execute("SELECT data, ids, ends FROM chunks WHERE id = ?", (chunk,)).fetchone()
+        if row is None:
+            return None
+        position: dict[str, int] = {}
+        for at, custom_id in enumerate(json.loads(row[1])):
+            position.setdefault(custom_id, at)
+        read = (memoryview(row[0]), position, _line_ends(row[2]))
+        self._last_chunk = (chunk, read)
+        return read
 
     def _chunks(self, db: sqlite3.Connection) -> dict[str, int]:
         """custom_id -> the chunk holding its first stored answer (built once, on demand)."""
@@ -766,6 +780,7 @@ class SqliteStore:
                 (cutoff,),
             )
             self._chunk_of = None
+            self._last_chunk = None
         return forgotten
 
 
