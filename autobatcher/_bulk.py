@@ -310,7 +310,11 @@ class BulkMap:
         *,
         ordered: bool,
         max_in_flight: int | None,
+        keys_checked: bool = False,
     ) -> None:
+        """``keys_checked``: the input's keys are known to be unique (``autobatcher run``'s
+        reader refuses a repeated custom_id itself, with its line number), so the map keeps
+        no set of them: a million keys' set is ~40 MB."""
         if not isinstance(requests, Iterable | AsyncIterable) or isinstance(
             requests, str | bytes | Mapping
         ):
@@ -346,7 +350,7 @@ class BulkMap:
         #: items handed to the consumer so far
         self.delivered = 0
         self._live: set[BulkSlot] = set()
-        self._keys: set[str] = set()
+        self._keys: set[str] | None = None if keys_checked else set()
         self._room: anyio.Event | None = None
         self._input_done = False
         self._input_error: BaseException | None = None
@@ -591,14 +595,16 @@ class BulkMap:
                 "invalid_key",
                 f"item {index} needs its key (custom_id) as a non-empty string, got {key!r}",
             )
-        if key in self._keys:
-            return _invalid(
-                key,
-                index,
-                "duplicate_key",
-                f"key {key!r} was already used by an earlier item of this map",
-            )
-        self._keys.add(key)
+        keys = self._keys
+        if keys is not None:
+            if key in keys:
+                return _invalid(
+                    key,
+                    index,
+                    "duplicate_key",
+                    f"key {key!r} was already used by an earlier item of this map",
+                )
+            keys.add(key)
         endpoint = ENDPOINTS.get(url) if isinstance(url, str) else None
         if endpoint is None:
             return _invalid(

@@ -835,7 +835,8 @@ class Journal:
         return f"ab-{digest.hexdigest()[:24]}-k"
 
     async def load(self) -> JournalState:
-        """Load the store (once; concurrent callers wait for the first)."""
+        """Load the store (once; concurrent callers wait for the first). The answered ids
+        are then in :attr:`done` (the returned state's ``done`` is left empty)."""
         if self.state is not None:
             return self.state
         if self._opening is not None:
@@ -847,7 +848,8 @@ class Journal:
         try:
             state = await anyio.to_thread.run_sync(self.store.load, limiter=self._limiter)
             self.done = set(state.done)
-            self.state = state
+            # (``done`` lives on in ``self.done``: a million answered ids are ~100 MB a copy)
+            self.state = state = attrs.evolve(state, done=frozenset())
             return state
         finally:
             self._opening.set()

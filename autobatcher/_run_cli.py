@@ -36,6 +36,7 @@ import attrs
 import httpx
 
 from ._bulk import (
+    BulkMap,
     BulkRequest,
     BulkResult,
     BulkResults,
@@ -909,7 +910,11 @@ async def _run_locked(
 
                 async def take_results() -> None:
                     feed = _Feed(reader, job)
-                    async with client.map(feed, max_in_flight=in_flight) as results:
+                    # (the reader refuses repeated custom_ids itself, with their line numbers)
+                    bulk = BulkMap(
+                        client, feed, ordered=False, max_in_flight=in_flight, keys_checked=True
+                    )
+                    async with bulk as results:
                         job.results = results
                         async for result in results:
                             job.take_result(result)
