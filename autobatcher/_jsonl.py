@@ -123,7 +123,9 @@ def _object_encoder(*, sort_keys: bool) -> Callable[[Any], str]:
         try:
             return "".join(encode_object(body, 0))
         except RecursionError:
-            raise ValueError("a value refers to itself, or is nested too deeply") from None
+            raise ValueError(
+                "circular reference (a value inside itself), or nested too deeply"
+            ) from None
 
     return encode
 
