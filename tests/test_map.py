@@ -99,7 +99,10 @@ async def test_a_generator_larger_than_the_bound_is_read_only_as_results_are_tak
     bound = 150
     ahead = []
     async with in_process(lines_per_second=200.0) as server:
-        options = server.options(batch_size=50, max_queued_requests=bound)
+        # a poll every 0.1 s: a batch of 50 takes 0.25 s (FAST's 0.02 s made 260 polls)
+        options = server.options(
+            batch_size=50, max_queued_requests=bound, poll_interval_seconds=0.1
+        )
         client = BatchOpenAI(**options)
         async with owned(client, mode):
             async with client.map(source) as results:  # default bound: max_queued_requests
@@ -131,7 +134,8 @@ async def test_ordered_results_come_in_input_order_from_an_async_generator(mode:
             yield BulkRequest(key=f"k{i}", url=CHAT, body=chat(f"m{i}"))
 
     async with in_process(lines_per_second=100.0, shuffle_output=True) as server:
-        client = server.client(batch_size=40)
+        # a poll every 0.1 s: a batch of 40 takes 0.4 s (FAST's 0.02 s made 200 polls)
+        client = server.client(batch_size=40, poll_interval_seconds=0.1)
         async with owned(client, mode):
             async with client.map(source(), ordered=True, max_in_flight=120) as results:
                 seen = []
