@@ -33,7 +33,9 @@ where they were created, calls from the wrong thread, the creation traceback of 
 task whose exception is never retrieved, or of a task destroyed while pending). Lost: frames
 beyond the innermost 10 in those creation tracebacks (asyncio's Handles and its Python
 ``Future`` already stop there); source lines are read when a traceback is printed, not when
-it is taken.
+it is taken. The change is process-wide: anything else in a test process that asks
+``traceback.extract_stack``, ``format_stack`` or ``print_stack`` for the whole stack (no
+``limit``) gets the innermost 10 frames too; nothing in the package or the tests does.
 ``tests/test_backends.py`` checks that the asyncio legs really run in debug mode with these
 tracebacks.
 
