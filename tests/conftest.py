@@ -14,6 +14,31 @@ Tests with tens of thousands of tasks are marked ``no_loop_debug``: asyncio's de
 records a traceback for every callback it schedules, which makes them several times slower;
 every other test keeps debug mode on.
 
+Debug mode stays on, but the creation traceback of a future or task is the cheap kind. In
+debug mode every ``Future`` and ``Task`` records where it was created (``_source_traceback``).
+asyncio's own Python code does this with ``asyncio.format_helpers.extract_stack``: the
+innermost ``DEBUG_STACK_DEPTH`` (10) frames, source lines read only if the traceback is
+printed. The C accelerator (``_asyncio``, which CPython uses for ``Future`` and ``Task``)
+instead calls ``traceback.extract_stack()``: every frame down to pytest's ``main``, with
+``linecache.checkcache`` (an ``os.stat``) and a line lookup for each. That was about half of
+the CPU of an asyncio test (the 2,000-request ``test_transient_line_failures_are_retried_in_a_
+later_batch[asyncio-virtual]``: 1.6 s, 0.85 s with the cheap kind), and made the asyncio
+legs 3-5 times slower than the trio legs.
+:func:`_use_asyncios_own_stack_depth_for_source_tracebacks` makes ``traceback.extract_stack``
+called without a ``limit`` do what asyncio's Python version does. The C module holds its own
+reference to the function, so the function's code is replaced in place.
+
+Kept: debug mode itself (``loop.get_debug()``; slow callbacks, never-awaited coroutines with
+where they were created, calls from the wrong thread, the creation traceback of a future or
+task whose exception is never retrieved, or of a task destroyed while pending). Lost: frames
+beyond the innermost 10 in those creation tracebacks (asyncio's Handles and its Python
+``Future`` already stop there); source lines are read when a traceback is printed, not when
+it is taken. The change is process-wide: anything else in a test process that asks
+``traceback.extract_stack``, ``format_stack`` or ``print_stack`` for the whole stack (no
+``limit``) gets the innermost 10 frames too; nothing in the package or the tests does.
+``tests/test_backends.py`` checks that the asyncio legs really run in debug mode with these
+tracebacks.
+
 Tests that need real sockets (the hypercorn loopback server) are marked ``loopback``: they do
 not run on ``asyncio-eager``, because hypercorn's asyncio worker is not written for eager
 tasks: a connection task runs before the stream it reads is set up ("Error in ASGI Framework
@@ -24,12 +49,44 @@ tasks: a connection task runs before the stream it reads is set up ("Error in AS
 from __future__ import annotations
 
 import asyncio
+import asyncio.constants
 import sys
+import traceback
 from typing import Any
 
 import pytest
 
 HAS_EAGER_TASKS = sys.version_info >= (3, 12)
+
+
+def _use_asyncios_own_stack_depth_for_source_tracebacks() -> None:
+    """Make ``traceback.extract_stack`` called without a ``limit`` stop at asyncio's
+    ``DEBUG_STACK_DEPTH`` (10) frames and read source lines only when printed, as
+    ``asyncio.format_helpers.extract_stack`` does (see the module docstring).
+
+    The replacement code runs in the ``traceback`` module's globals, so it uses only names
+    defined there (``sys``, ``StackSummary``, ``walk_stack``).
+    """
+
+    def extract_stack(f: Any = None, limit: Any = None) -> Any:
+        if f is None:
+            f = sys._getframe().f_back
+        if limit is None:
+            limit = 10  # asyncio.constants.DEBUG_STACK_DEPTH, checked below
+        stack = StackSummary.extract(walk_stack(f), limit=limit, lookup_lines=False)  # type: ignore[name-defined]  # noqa: F821
+        stack.reverse()
+        return stack
+
+    target = traceback.extract_stack
+    if asyncio.constants.DEBUG_STACK_DEPTH != 10 or target.__code__.co_varnames[:2] != (
+        "f",
+        "limit",
+    ):
+        return  # not what this was written for: leave the full tracebacks
+    target.__code__ = extract_stack.__code__
+
+
+_use_asyncios_own_stack_depth_for_source_tracebacks()
 
 
 def _eager_event_loop() -> asyncio.AbstractEventLoop:

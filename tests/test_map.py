@@ -99,7 +99,10 @@ async def test_a_generator_larger_than_the_bound_is_read_only_as_results_are_tak
     bound = 150
     ahead = []
     async with in_process(lines_per_second=200.0) as server:
-        options = server.options(batch_size=50, max_queued_requests=bound)
+        # a poll every 0.1 s: a batch of 50 takes 0.25 s (FAST's 0.02 s made 260 polls)
+        options = server.options(
+            batch_size=50, max_queued_requests=bound, poll_interval_seconds=0.1
+        )
         client = BatchOpenAI(**options)
         async with owned(client, mode):
             async with client.map(source) as results:  # default bound: max_queued_requests
@@ -131,7 +134,8 @@ async def test_ordered_results_come_in_input_order_from_an_async_generator(mode:
             yield BulkRequest(key=f"k{i}", url=CHAT, body=chat(f"m{i}"))
 
     async with in_process(lines_per_second=100.0, shuffle_output=True) as server:
-        client = server.client(batch_size=40)
+        # a poll every 0.1 s: a batch of 40 takes 0.4 s (FAST's 0.02 s made 200 polls)
+        client = server.client(batch_size=40, poll_interval_seconds=0.1)
         async with owned(client, mode):
             async with client.map(source(), ordered=True, max_in_flight=120) as results:
                 seen = []
@@ -441,6 +445,16 @@ def uploaded_texts(emulator: Emulator) -> set[str]:
     return texts
 
 
+# For the staggered input below: batches of 100, a lane window of an hour, and a poll every
+# half second of virtual time (FAST's 0.02 s made 1,000 polls a test, most of its CPU, and
+# nothing here depends on seeing an answer sooner than half a second after it is ready).
+STAGGERED_CLIENT: dict[str, Any] = {
+    "batch_size": 100,
+    "batch_window_seconds": 3600.0,
+    "poll_interval_seconds": 0.5,
+}
+
+
 async def break_after_first(client: BatchOpenAI, source: AsyncIterator[Any]) -> int:
     async with client.map(source, max_in_flight=350) as results:
         async for _ in results:
@@ -454,9 +468,10 @@ async def test_breaking_out_withdraws_what_was_not_uploaded_and_cancels_the_rest
     mode: str,
 ) -> None:
     # batch 1 (items 0-99) runs from t=0, batches 2 and 3 from t=5; 50 more wait in a lane
-    # whose window is an hour. The first answer comes at t=10: the consumer breaks there.
+    # whose window is an hour. The first answer comes at t=10 (seen by the next poll, every
+    # half second): the consumer breaks there.
     async with in_process(lines_per_second=10.0) as server:
-        client = server.client(batch_size=100, batch_window_seconds=3600.0)
+        client = server.client(**STAGGERED_CLIENT)
         async with owned(client, mode):
             read = await break_after_first(client, staggered(100, 900, 5.0))
             if mode == "plain":
@@ -479,7 +494,7 @@ async def test_breaking_out_withdraws_what_was_not_uploaded_and_cancels_the_rest
 async def test_cancelling_the_consuming_task_cleans_up_the_same_way(mode: str) -> None:
     before = task_ids()
     async with in_process(lines_per_second=10.0) as server:
-        client = server.client(batch_size=100, batch_window_seconds=3600.0)
+        client = server.client(**STAGGERED_CLIENT)
         async with owned(client, mode):
             with anyio.CancelScope() as scope:
                 async with client.map(staggered(100, 900, 5.0), max_in_flight=350) as results:
