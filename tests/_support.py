@@ -222,6 +222,17 @@ def _eager_virtual_clock_event_loop() -> VirtualClockEventLoop:
     return loop
 
 
+#: For a test whose cost is volume (thousands of requests or lines, or a sweep over every step,
+#: kill point or provider): it runs with coverage's tracer paused (pytest-cov's ``no_cover``).
+#: On Python 3.11 the tracer doubles the CPU of every line it sees, and these tests run the same
+#: lines thousands of times. Every branch arc such a test runs is also run by a cheaper test:
+#: checked for each one with per-test coverage contexts (``--cov-context=test``) when it was
+#: marked, so the measured coverage is the same with the marks as without. A mark can only make
+#: the figure lower, never higher: should a path come to be reached by a marked test alone, the
+#: floor sees it as unexecuted.
+volume = pytest.mark.no_cover
+
+
 def virtual_time() -> pytest.MarkDecorator:
     """Run the test on virtual time: on asyncio (debug mode, :class:`VirtualClockEventLoop`),
     the same with eager tasks (Python 3.12+) and on trio (a fresh ``MockClock`` that jumps

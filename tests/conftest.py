@@ -39,6 +39,22 @@ it is taken. The change is process-wide: anything else in a test process that as
 ``tests/test_backends.py`` checks that the asyncio legs really run in debug mode with these
 tracebacks.
 
+Trio tests run under ``trio.run``, as a trio program does. anyio's pytest plugin runs them in
+trio's guest mode instead (so that async fixtures and the test share one run): every tick of
+the scheduler then waits for I/O in a helper thread and hands the result back through a
+queue, two thread switches a tick. Measured on the trio legs of the map, quota, resubmit and
+client tests (with coverage): about 10% of their CPU. The suite has no async fixtures;
+should one be added, a test that uses it goes back to anyio's runner
+(:func:`pytest_pyfunc_call`). ``tests/test_backends.py`` checks which run a trio test is in.
+
+Tests marked ``no_cover`` (``tests/_support.py``'s ``volume``) run untraced, on every
+worker. pytest-cov pauses its own measurement for them, but under pytest-xdist (7.1.0) each
+worker also starts a second, unused ``Coverage`` (the plugin takes the worker's copy of ``-n``
+for "this is the controller"); stopping the worker's own one resumes that other, and the test
+was traced as before (seen: the same CPU with the mark as without).
+:func:`pytest_runtest_call` stops whatever measurement is still running for such a test and
+starts it again afterwards.
+
 Tests that need real sockets (the hypercorn loopback server) are marked ``loopback``: they do
 not run on ``asyncio-eager``, because hypercorn's asyncio worker is not written for eager
 tasks: a connection task runs before the stream it reads is set up ("Error in ASGI Framework
@@ -50,8 +66,11 @@ from __future__ import annotations
 
 import asyncio
 import asyncio.constants
+import functools
+import inspect
 import sys
 import traceback
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -130,3 +149,51 @@ def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
     if name == "asyncio" and request.node.get_closest_marker("no_loop_debug"):
         return name, {**options, "debug": False}
     return backend
+
+
+def _uses_async_fixtures(item: pytest.Function) -> bool:
+    definitions = item._fixtureinfo.name2fixturedefs.values()
+    return any(
+        inspect.iscoroutinefunction(fixture.func) or inspect.isasyncgenfunction(fixture.func)
+        for fixtures in definitions
+        for fixture in fixtures
+    )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    """Run a trio test under ``trio.run`` rather than anyio's guest-mode runner (see the
+    module docstring); anything else goes on to anyio's plugin."""
+    backend = pyfuncitem.funcargs.get("anyio_backend")
+    if (
+        not isinstance(backend, tuple)
+        or backend[0] != "trio"
+        or not inspect.iscoroutinefunction(pyfuncitem.obj)
+        or _uses_async_fixtures(pyfuncitem)
+    ):
+        return None
+    import trio
+
+    arguments = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
+    options: dict[str, Any] = backend[1]
+    trio.run(functools.partial(pyfuncitem.obj, **arguments), **options)
+    return True
+
+
+@pytest.hookimpl(hookwrapper=True, trylast=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """Run a ``no_cover`` test with no coverage measurement running at all (see the module
+    docstring); pytest-cov's own pause has already happened (this wrapper is inside it)."""
+    coverage = sys.modules.get("coverage")
+    if coverage is None or item.get_closest_marker("no_cover") is None:
+        yield
+        return
+    stopped = []
+    while (measuring := coverage.Coverage.current()) is not None:
+        measuring.stop()
+        stopped.append(measuring)
+    try:
+        yield
+    finally:
+        for measuring in reversed(stopped):
+            measuring.start()

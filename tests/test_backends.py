@@ -1,6 +1,7 @@
 """The backend matrix is what ``tests/conftest.py`` says: the asyncio legs run with the
 loop's debug mode on, and a future's or task's creation traceback is asyncio's cheap kind
-(the innermost ``DEBUG_STACK_DEPTH`` frames, as for its Handles), not the whole stack."""
+(the innermost ``DEBUG_STACK_DEPTH`` frames, as for its Handles), not the whole stack; the
+trio legs run under ``trio.run`` (not a guest run), the virtual ones on a ``MockClock``."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import traceback
 import pytest
 import sniffio
 
-from ._support import virtual_time
+from ._support import virtual_time, volume
 
 pytestmark = pytest.mark.anyio
 
@@ -63,6 +64,17 @@ async def _debug_mode_is_on_with_short_creation_tracebacks(test_name: str) -> No
         _drop_a_coroutine_unawaited()
 
 
+def _trio_runs_natively(*, virtual: bool) -> None:
+    import trio
+    import trio.testing
+
+    # trio has no public "am I a guest" question; its run loop keeps the answer here.
+    runner = trio._core._run.GLOBAL_RUN_CONTEXT.runner
+    assert runner.is_guest is False
+    clock = runner.clock
+    assert isinstance(clock, trio.testing.MockClock) is virtual
+
+
 async def test_asyncio_runs_in_debug_mode_and_trio_is_trio(anyio_backend_name: str) -> None:
     library = sniffio.current_async_library()
     assert library == anyio_backend_name
@@ -70,6 +82,8 @@ async def test_asyncio_runs_in_debug_mode_and_trio_is_trio(anyio_backend_name: s
         await _debug_mode_is_on_with_short_creation_tracebacks(
             "test_asyncio_runs_in_debug_mode_and_trio_is_trio"
         )
+    else:
+        _trio_runs_natively(virtual=False)
 
 
 @virtual_time()
@@ -78,3 +92,12 @@ async def test_the_virtual_time_legs_too(anyio_backend_name: str) -> None:
     assert library == anyio_backend_name
     if library == "asyncio":
         await _debug_mode_is_on_with_short_creation_tracebacks("test_the_virtual_time_legs_too")
+    else:
+        _trio_runs_natively(virtual=True)
+
+
+@volume
+def test_a_volume_test_runs_with_no_tracer() -> None:
+    """Under coverage (as in scripts/test.sh, with xdist) nothing traces a ``volume`` test;
+    without coverage this holds trivially."""
+    assert sys.gettrace() is None

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from autobatcher.testing import Emulator
 
+from ._support import volume
+
 ROOT = Path(__file__).resolve().parent.parent
 
 _BLOCK = """
@@ -32,6 +34,7 @@ def test_import_without_emulator_extras() -> None:
     assert result.stdout.strip() == "ok"
 
 
+@volume
 def test_fifty_thousand_lines_all_processed_once() -> None:
     n = 50_000
     data = "".join(

@@ -37,7 +37,7 @@ from autobatcher._cli import main
 from autobatcher.testing import IN_PROCESS_BASE_URL, Emulator
 
 from ._journal_child import run_child
-from ._support import API_KEY, chat, virtual_time
+from ._support import API_KEY, chat, virtual_time, volume
 
 CHILD_KEY = "sk-journal"
 
@@ -355,6 +355,7 @@ def stats_sync(base_url: str) -> dict[str, Any]:
     return stats
 
 
+@volume
 @pytest.mark.anyio
 @pytest.mark.parametrize("point", KILL_POINTS)
 async def test_kill_9_then_rerun_answers_everything_once_and_pays_once(

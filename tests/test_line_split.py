@@ -9,6 +9,8 @@ import pytest
 from autobatcher._jsonl import LineSplitter
 from tests._support import chat, emulated, gather, virtual_time
 
+from ._support import volume
+
 
 def split_in_chunks(data: bytes, sizes: list[int]) -> tuple[list[bytes], bytes]:
     """Feed ``data`` cut at the given chunk sizes (cycled); return (lines, tail)."""
@@ -98,6 +100,7 @@ def test_random_chunking_matches_split(seed: int) -> None:
 BIG_DIMENSIONS = 250_000
 
 
+@volume
 @pytest.mark.anyio
 @virtual_time()  # one batch for the three, whatever the machine's load
 @pytest.mark.parametrize("flavour", ["openai", "doubleword"])  # doubleword: partial downloads

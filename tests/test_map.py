@@ -43,6 +43,7 @@ from ._support import (
     leftover_tasks,
     task_ids,
     virtual_time,
+    volume,
 )
 
 pytestmark = pytest.mark.anyio
@@ -120,6 +121,7 @@ async def test_a_generator_larger_than_the_bound_is_read_only_as_results_are_tak
     assert server.emulator.stats().total_executions == 1000
 
 
+@volume
 @virtual_time()
 @pytest.mark.parametrize("mode", ["open_batcher", "plain"])
 async def test_ordered_results_come_in_input_order_from_an_async_generator(mode: str) -> None:
@@ -296,6 +298,7 @@ async def test_an_item_over_max_enqueued_tokens_is_refused_alone() -> None:
     assert server.emulator.stats().total_executions == 2
 
 
+@volume
 @virtual_time()
 @pytest.mark.parametrize("max_resubmits", [3, 0])
 async def test_what_an_expired_batch_did_not_run_is_sent_again_or_reported(
@@ -462,6 +465,7 @@ async def break_after_first(client: BatchOpenAI, source: AsyncIterator[Any]) -> 
     raise AssertionError("no result")
 
 
+@volume
 @virtual_time()
 @pytest.mark.parametrize("mode", ["open_batcher", "plain"])
 async def test_breaking_out_withdraws_what_was_not_uploaded_and_cancels_the_rest(
@@ -538,6 +542,7 @@ async def test_with_a_journal_what_was_uploaded_is_collected_into_it(tmp_path: P
         assert server.emulator.stats().uploads == 3  # all 300 from the journal
 
 
+@volume
 async def test_a_rerun_after_a_crash_attaches_to_running_batches_and_pays_once(
     tmp_path: Path,
 ) -> None:
@@ -659,6 +664,7 @@ async def test_a_journal_that_fails_or_lost_an_answer_while_recalling(
                         pass
 
 
+@volume
 async def test_reading_many_answers_at_once_gives_what_reading_each_gives(tmp_path: Path) -> None:
     path = tmp_path / "many.journal"
     async with in_process() as server:

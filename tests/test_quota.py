@@ -20,7 +20,7 @@ from autobatcher._jsonl import encode_line
 from autobatcher._providers import ProviderName
 from autobatcher.types import ChatCompletion
 
-from ._support import Recorder, chat, emulated, gather, in_process, virtual_time
+from ._support import Recorder, chat, emulated, gather, in_process, virtual_time, volume
 from .test_providers import FLAVOURS, against
 
 pytestmark = pytest.mark.anyio
@@ -46,6 +46,7 @@ def resubmitted(recorder: Recorder, reason: str = QUOTA_REASON) -> int:
     return sum(e.requests for e in recorder.kinds("batch_resubmitted") if e.detail == reason)
 
 
+@volume
 @virtual_time()
 async def test_rejected_batches_wait_for_ours_and_go_again_until_everything_is_answered() -> None:
     # 2,000 requests in batches of 500; the quota fits a third of them (one batch at a
@@ -71,6 +72,7 @@ async def test_rejected_batches_wait_for_ours_and_go_again_until_everything_is_a
     assert {e.detail for e in recorder.kinds("batch_resubmitted")} == {QUOTA_REASON}
 
 
+@volume
 @virtual_time()
 async def test_max_enqueued_tokens_keeps_under_the_quota_so_no_batch_is_rejected() -> None:
     texts = [f"k{i}" for i in range(2000)]
@@ -266,6 +268,7 @@ async def test_a_lone_request_the_server_rejects_gets_the_server_s_error() -> No
     assert server.emulator.stats().batches_created == 1
 
 
+@volume
 @pytest.mark.parametrize("flavour", FLAVOURS)
 @virtual_time()
 async def test_every_provider_s_quota_rejection_is_waited_out(flavour: ProviderName) -> None:

@@ -36,6 +36,7 @@ from ._support import (
     gather,
     in_process,
     virtual_time,
+    volume,
 )
 from .test_journal import _answers, _run_child, emulator_process, emulator_stats
 
@@ -52,6 +53,7 @@ def assert_echoed(results: list[Any], texts: list[str]) -> None:
         assert result.choices[0].message.content == text
 
 
+@volume
 @virtual_time()
 async def test_expired_batches_resubmit_what_did_not_run_until_everything_is_answered() -> None:
     # Each batch runs 100 lines a second and expires after 3 s: 300 of its 500 lines run.
@@ -144,6 +146,7 @@ async def test_zero_max_resubmits_keeps_the_expired_answer() -> None:
     assert not recorder.kinds("batch_resubmitted")
 
 
+@volume
 @virtual_time()
 async def test_transient_line_failures_are_retried_in_a_later_batch() -> None:
     # 5% of 2,000 lines fail with 503 on their first run only: they go into a later batch
@@ -188,6 +191,7 @@ async def test_a_line_that_keeps_failing_transiently_gets_its_error_after_max_re
     assert resubmitted(recorder) == 4
 
 
+@volume
 @virtual_time()
 async def test_validation_failure_fails_the_named_lines_and_resubmits_the_others() -> None:
     # One invalid line in each batch of 100: validation names it; the 99 others never ran

@@ -42,6 +42,7 @@ from ._support import (
     gather,
     in_process,
     virtual_time,
+    volume,
 )
 
 pytestmark = pytest.mark.anyio
@@ -101,6 +102,7 @@ FAULTS: dict[str, Any] = {
 }
 
 
+@volume
 @virtual_time()  # retries back off for real seconds: not worth waiting for
 async def test_twenty_percent_faults_everywhere_lose_nothing_and_pay_once() -> None:
     recorder = Recorder()
@@ -418,6 +420,7 @@ async def test_cancelling_the_caller_that_filled_the_batch_at_each_step(
 CANCEL_MOMENTS = [0.0, *[0.25 * i for i in range(1, 24)]]
 
 
+@volume
 @virtual_time()
 @pytest.mark.parametrize("delay", CANCEL_MOMENTS)
 async def test_cancelling_the_driving_caller_at_any_moment_never_hangs_the_others(
@@ -784,6 +787,7 @@ async def test_events_and_logs_never_show_the_key(caplog: pytest.LogCaptureFixtu
 # -- soak -------------------------------------------------------------------------------------
 
 
+@volume
 @pytest.mark.no_loop_debug
 async def test_soak_twenty_thousand_requests_under_faults() -> None:
     """Scale and faults together: 20,000 callers (5 batches of 4,000) through 20% faults.
