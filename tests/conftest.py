@@ -176,8 +176,27 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
 
     arguments = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
     options: dict[str, Any] = backend[1]
-    trio.run(functools.partial(pyfuncitem.obj, **arguments), **options)
+    try:
+        trio.run(functools.partial(pyfuncitem.obj, **arguments), **options)
+    except BaseException as error:
+        stop = _stop_request_inside(error)
+        if stop is not None and stop is not error:
+            raise stop from error
+        raise
     return True
+
+
+def _stop_request_inside(error: BaseException) -> BaseException | None:
+    """``pytest.exit()``, Ctrl-C or ``SystemExit`` raised in a task group arrives wrapped in an
+    exception group: raised alone (as anyio's runner does), pytest stops instead of reporting
+    one failed test."""
+    if isinstance(error, (pytest.exit.Exception, KeyboardInterrupt, SystemExit)):
+        return error
+    for inner in getattr(error, "exceptions", ()):
+        found = _stop_request_inside(inner)
+        if found is not None:
+            return found
+    return None
 
 
 @pytest.hookimpl(hookwrapper=True, trylast=True)
